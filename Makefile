@@ -1,0 +1,57 @@
+# revisit: `make demo` and `make test` install what is missing, then do their job.
+SHELL := /bin/bash
+CACHE_DIR ?= $(HOME)/.cache/revisit
+VENV ?= $(CACHE_DIR)/venv
+PY := $(VENV)/bin/python
+SERVICE_DIRS := common models catalog preprocess inference store cli
+export PYTHONPATH := $(subst $(eval) ,:,$(addprefix $(CURDIR)/services/,$(SERVICE_DIRS)))
+export REVISIT_CACHE_DIR := $(CACHE_DIR)
+REVISIT := $(PY) -m revisit_cli
+
+.PHONY: help install demo down status test test-fast lint format typecheck proto bench lock
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## install what is missing (Debian packages, cached venv, model files)
+	@REVISIT_VENV=$(VENV) bash infra/install.sh
+	@$(REVISIT) models export
+
+demo: install ## start the embedded stack and services, feed the sample passes, show the LCZ cells
+	$(REVISIT) demo
+
+down: ## stop the stack and the services; leaves no process behind
+	@if [ -x $(PY) ]; then $(REVISIT) stack down; fi
+
+status: ## what is running, on which port
+	@$(REVISIT) stack status
+
+test: install lint typecheck ## lint, types, unit, integration and end-to-end tests
+	$(PY) proto/generate.py --check
+	$(PY) -m pytest
+
+test-fast: install ## unit tests only (no Kafka, PostgreSQL or Triton)
+	$(PY) -m pytest -m "not integration and not e2e"
+
+lint: install ## ruff format check and lint
+	$(VENV)/bin/ruff format --check services tests proto
+	$(VENV)/bin/ruff check services tests proto
+
+format: install ## ruff format and autofix
+	$(VENV)/bin/ruff format services tests proto
+	$(VENV)/bin/ruff check --fix services tests proto
+
+typecheck: install ## mypy --strict on services/
+	$(VENV)/bin/mypy services
+
+proto: install ## regenerate the Python code of proto/
+	$(PY) proto/generate.py
+
+bench: install ## benchmarks, as ratios against a baseline run side by side
+	$(PY) -m pytest tests/bench -q -s -p no:cacheprovider
+
+lock: ## re-resolve requirements.in into requirements.lock (needs the network)
+	rm -rf $(CACHE_DIR)/lock-venv && python3.11 -m venv $(CACHE_DIR)/lock-venv
+	$(CACHE_DIR)/lock-venv/bin/pip install -q -r requirements.in
+	{ head -2 requirements.lock; $(CACHE_DIR)/lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock

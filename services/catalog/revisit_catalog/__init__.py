@@ -1,0 +1,1 @@
+"""The catalog service: discovers new Sentinel passes over AOIs in STAC catalogs."""

@@ -1,0 +1,3 @@
+from revisit_catalog.main import main
+
+main()

@@ -1,0 +1,105 @@
+"""The `revisit` command: the embedded stack, the demo, models and the database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from revisit_cli.stack import COMPONENTS, StackConfig, StackError, down, format_status, status, up
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    config = StackConfig()
+    if args.action == "up":
+        from revisit_cli.demo import bring_up
+        from revisit_cli.services import ServicesConfig
+
+        if args.infra_only:
+            up(config, progress=say)
+        else:
+            bring_up(config, ServicesConfig(), say)
+    elif args.action == "down":
+        stopped = down(config, progress=say)
+        say(f"stopped: {', '.join(stopped) or 'nothing was running'}; no process of ours left")
+    else:
+        say(format_status(status(config)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from revisit_cli.demo import bring_up, lcz_table, wait_for_scenes, where_to_look
+    from revisit_cli.demo_data import read_cube
+    from revisit_cli.services import ServicesConfig
+
+    t0 = time.monotonic()
+    config, services = StackConfig(), ServicesConfig()
+    bring_up(config, services, say)
+    scenes = len(read_cube().dates)
+    waited = wait_for_scenes(config.database_url, scenes, args.timeout, say)
+    say(
+        f"\nAll {scenes} passes processed {waited:.1f} s after the services were up; "
+        f"{time.monotonic() - t0:.1f} s since `revisit demo` started.\n"
+    )
+    say(lcz_table(config.database_url))
+    say("")
+    say(where_to_look(config, services))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from revisit_cli.models import export_models
+
+    written = export_models(StackConfig().triton_model_repository, force=args.force)
+    say("\n".join(f"exported {p}" for p in written) or "models up to date")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from revisit_common.db.migrate import downgrade, upgrade
+
+    url = args.url or StackConfig().database_url
+    (upgrade if args.action == "upgrade" else downgrade)(url)
+    say(f"database {args.action} done")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="revisit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    stack = sub.add_parser(
+        "stack", help="the embedded stack: " + ", ".join(COMPONENTS) + " and the services"
+    )
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--infra-only", action="store_true", help="no services, infrastructure only")
+    stack.set_defaults(func=cmd_stack)
+    demo = sub.add_parser(
+        "demo", help="start everything, feed the sample passes, show the LCZ cells"
+    )
+    demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
+    demo.set_defaults(func=cmd_demo)
+    models = sub.add_parser("models", help="write the Triton model repository's model files")
+    models.add_argument("action", choices=["export"])
+    models.add_argument("--force", action="store_true", help="rewrite existing files")
+    models.set_defaults(func=cmd_models)
+    db = sub.add_parser("db", help="schema migrations")
+    db.add_argument("action", choices=["upgrade", "downgrade"])
+    db.add_argument("--url", help="SQLAlchemy URL (default: the embedded stack's database)")
+    db.set_defaults(func=cmd_db)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # chatty during health checks
+    try:
+        return int(args.func(args))
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

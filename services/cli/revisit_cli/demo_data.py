@@ -1,0 +1,135 @@
+"""Real sample passes for the demo: the WorldCereal cube as Sentinel-2 scenes in STAC.
+
+Each monthly composite of `data/worldcereal/worldcereal_preprocessed_inputs.nc` becomes
+one scene: a Cloud-Optimized GeoTIFF per band (uint16 digital numbers, 65535 = no data)
+and a STAC item with its real footprint, date and band assets, in a static catalog.
+The output is deterministic, so building it twice gives the same catalog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+import pystac
+import rasterio
+from rasterio.io import MemoryFile
+from rasterio.shutil import copy as raster_copy
+from rasterio.transform import from_origin
+from rasterio.warp import transform_geom
+from shapely.geometry import box, mapping, shape
+
+from revisit_cli.stack import REPO_ROOT
+
+CUBE = REPO_ROOT / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
+BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
+COMMON_NAMES = {
+    "B02": "blue",
+    "B03": "green",
+    "B04": "red",
+    "B05": "rededge1",
+    "B06": "rededge2",
+    "B07": "rededge3",
+    "B08": "nir",
+    "B11": "swir16",
+    "B12": "swir22",
+}
+NODATA = 65535
+EPSG = 32631
+TILE = "31UFS"  # the Sentinel-2 MGRS tile that holds the cube (UTM 31N, 664 km E, 5612 km N)
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+@dataclass(frozen=True)
+class Cube:
+    dn: dict[str, npt.NDArray[np.uint16]]  # band -> (time, rows, cols)
+    dates: list[datetime]
+    x: npt.NDArray[np.float64]  # pixel centres
+    y: npt.NDArray[np.float64]
+
+
+def read_cube(path: Path = CUBE) -> Cube:
+    if not path.exists():
+        raise SystemExit(f"{path} not found: the demo data ships with the repository")
+    with h5py.File(path, "r") as nc:
+        # The file stores uint16 as int16 with _Unsigned=true (netCDF-3 convention).
+        dn = {b: np.asarray(nc[f"S2-L2A-{b}"][:]).view(np.uint16) for b in BANDS}
+        epoch = datetime(1990, 1, 1, tzinfo=UTC)
+        dates = [epoch + timedelta(days=int(d)) for d in nc["t"][:]]
+        return Cube(dn, dates, np.asarray(nc["x"][:]), np.asarray(nc["y"][:]))
+
+
+def _write_cog(path: Path, array: npt.NDArray[np.uint16], transform: rasterio.Affine) -> None:
+    profile = {
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": 1,
+        "width": array.shape[1],
+        "height": array.shape[0],
+        "crs": f"EPSG:{EPSG}",
+        "transform": transform,
+        "nodata": NODATA,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with MemoryFile() as mem:
+        with mem.open(**profile) as tmp:
+            tmp.write(array, 1)
+        with mem.open() as src:
+            raster_copy(src, str(path), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256)
+
+
+def build_catalog(out_dir: Path, cube_path: Path = CUBE) -> Path:
+    """Write COGs and a self-contained static STAC catalog; returns catalog.json."""
+    cube = read_cube(cube_path)
+    res = float(cube.x[1] - cube.x[0])
+    transform = from_origin(cube.x[0] - res / 2, cube.y[0] + res / 2, res, res)
+    rows, cols = cube.dn[BANDS[0]].shape[1:]
+    bounds = rasterio.transform.array_bounds(rows, cols, transform)
+    footprint = shape(transform_geom(f"EPSG:{EPSG}", "EPSG:4326", mapping(box(*bounds))))
+    catalog = pystac.Catalog(
+        id="revisit-demo",
+        description="Monthly Sentinel-2 L2A composites of the WorldCereal sample cube "
+        "(Hesbaye, Belgium, 2020-11 .. 2021-10), one item per month.",
+    )
+    for t, date in enumerate(cube.dates):
+        scene_id = f"WORLDCEREAL_S2_{TILE}_{date:%Y%m%d}_MONTHLY"
+        item = pystac.Item(
+            id=scene_id,
+            geometry=mapping(footprint),
+            bbox=list(footprint.bounds),
+            datetime=date,
+            properties={
+                "platform": "sentinel-2",
+                "constellation": "sentinel-2",
+                "s2:mgrs_tile": TILE,
+                "proj:epsg": EPSG,
+                "revisit:source": "WorldCereal monthly composite (openEO), MIT licence",
+            },
+            collection="sentinel-2-l2a",
+        )
+        for band in BANDS:
+            href = out_dir / "cogs" / scene_id / f"{band}.tif"
+            _write_cog(href, cube.dn[band][t], transform)
+            item.add_asset(
+                band,
+                pystac.Asset(
+                    href=str(href),
+                    media_type=COG_MEDIA_TYPE,
+                    roles=["data"],
+                    extra_fields={
+                        "eo:bands": [{"name": band, "common_name": COMMON_NAMES[band]}],
+                        "raster:bands": [
+                            {"nodata": NODATA, "data_type": "uint16", "scale": 1e-4, "offset": 0.0}
+                        ],
+                    },
+                ),
+            )
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(out_dir / "catalog"))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return out_dir / "catalog" / "catalog.json"

@@ -1,0 +1,1 @@
+"""The PostGIS schema of revisit (SQLAlchemy + GeoAlchemy2) and its Alembic migrations."""

@@ -1,0 +1,106 @@
+"""Tables of the system of record. Geometries are stored in EPSG:4326 (WGS 84).
+
+- ``aoi``: areas of interest that the catalog watches.
+- ``scene``: one row per discovered acquisition (STAC item).
+- ``scene_processing``: the processing status of a scene for one AOI and indicator,
+  from discovery to storage, with its timings.
+- ``lcz_cell``: Local Climate Zone of a grid cell of a city AOI, per acquisition and model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    ARRAY,
+    REAL,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SRID = 4326
+AOI_KINDS = ("city", "parcels", "region")
+SCENE_STATUSES = ("discovered", "stored", "no_valid_observation")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Aoi(Base):
+    __tablename__ = "aoi"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    geom = mapped_column(Geometry("GEOMETRY", srid=SRID, spatial_index=False), nullable=False)
+
+    __table_args__ = (
+        CheckConstraint(f"kind IN {AOI_KINDS}", name="aoi_kind_known"),
+        Index("aoi_geom", "geom", postgresql_using="gist"),
+    )
+
+
+class Scene(Base):
+    __tablename__ = "scene"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # STAC item id
+    collection: Mapped[str] = mapped_column(Text)
+    tile_id: Mapped[str] = mapped_column(Text)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cloud_cover: Mapped[float | None] = mapped_column(Float)
+    processing_baseline: Mapped[str | None] = mapped_column(Text)
+    footprint = mapped_column(Geometry("GEOMETRY", srid=SRID, spatial_index=False))
+
+    __table_args__ = (Index("scene_footprint", "footprint", postgresql_using="gist"),)
+
+
+class SceneProcessing(Base):
+    __tablename__ = "scene_processing"
+
+    scene_id: Mapped[str] = mapped_column(ForeignKey("scene.id"), primary_key=True)
+    aoi_id: Mapped[int] = mapped_column(ForeignKey("aoi.id"), primary_key=True)
+    indicator: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(40))
+    discovered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    results: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN {SCENE_STATUSES}", name="scene_processing_status_known"),
+    )
+
+
+class LczCell(Base):
+    __tablename__ = "lcz_cell"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    aoi_id: Mapped[int] = mapped_column(ForeignKey("aoi.id"))
+    cell_id: Mapped[str] = mapped_column(Text)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    scene_id: Mapped[str] = mapped_column(ForeignKey("scene.id"))
+    model_name: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(Text)
+    lcz_class: Mapped[int] = mapped_column(SmallInteger)
+    confidence: Mapped[float] = mapped_column(REAL)
+    probabilities: Mapped[list[float]] = mapped_column(ARRAY(REAL))
+    geom = mapped_column(Geometry("POLYGON", srid=SRID, spatial_index=False), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "aoi_id", "cell_id", "acquired_at", "model_name", "model_version", name="lcz_cell_key"
+        ),
+        CheckConstraint("lcz_class BETWEEN 1 AND 17", name="lcz_class_known"),
+        Index("lcz_cell_acquired_at", "acquired_at"),
+        Index("lcz_cell_geom", "geom", postgresql_using="gist"),
+    )

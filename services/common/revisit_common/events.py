@@ -1,0 +1,82 @@
+"""Topics, event headers and decoding: one place that knows how events travel."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import PoisonError
+
+SCENES_TOPIC = "eo.scenes.v1"
+OBSERVATIONS_TOPIC = "eo.observations.v1"
+PREDICTIONS_TOPIC = "eo.predictions.v1"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of the stage that consumes ``topic``."""
+    return f"{topic}.dlq"
+
+
+M = TypeVar("M", bound=Message)
+
+
+def decode(message_type: type[M], value: bytes | None) -> M:
+    """Parse one Kafka value; undecodable or header-less bytes are poison."""
+    if not value:
+        raise PoisonError(f"empty message: expected {message_type.DESCRIPTOR.full_name}")
+    event = message_type()
+    try:
+        event.ParseFromString(value)
+    except DecodeError as exc:
+        raise PoisonError(f"not a {message_type.DESCRIPTOR.full_name}: {exc}") from exc
+    header = getattr(event, "header", None)
+    if header is not None and not header.event_id:
+        raise PoisonError(
+            f"{message_type.DESCRIPTOR.full_name} without header.event_id: wrong topic or "
+            "event version?"
+        )
+    return event
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(moment.astimezone(UTC))
+    return ts
+
+
+def to_datetime(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def root_header(
+    producer: str, scene_id: str, acquired_at: datetime, discovered_at: datetime
+) -> pb.Header:
+    """The header of the first event of a scene's chain: it starts a new trace."""
+    return pb.Header(
+        event_id=str(uuid.uuid4()),
+        trace_id=uuid.uuid4().hex,
+        producer=producer,
+        produced_at=timestamp(now()),
+        scene_id=scene_id,
+        acquired_at=timestamp(acquired_at),
+        discovered_at=timestamp(discovered_at),
+    )
+
+
+def derived_header(producer: str, parent: pb.Header) -> pb.Header:
+    """The header of an event derived from ``parent``: same trace and scene, new id."""
+    header = pb.Header()
+    header.CopyFrom(parent)
+    header.event_id = str(uuid.uuid4())
+    header.producer = producer
+    header.produced_at.CopyFrom(timestamp(now()))
+    return header

@@ -1,0 +1,182 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Header(_message.Message):
+    __slots__ = ("event_id", "trace_id", "producer", "produced_at", "scene_id", "acquired_at", "discovered_at")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_FIELD_NUMBER: _ClassVar[int]
+    PRODUCED_AT_FIELD_NUMBER: _ClassVar[int]
+    SCENE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    DISCOVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    trace_id: str
+    producer: str
+    produced_at: _timestamp_pb2.Timestamp
+    scene_id: str
+    acquired_at: _timestamp_pb2.Timestamp
+    discovered_at: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., producer: _Optional[str] = ..., produced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scene_id: _Optional[str] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., discovered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Aoi(_message.Message):
+    __slots__ = ("name", "kind", "geometry_wkt")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_WKT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    geometry_wkt: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., geometry_wkt: _Optional[str] = ...) -> None: ...
+
+class BandAsset(_message.Message):
+    __slots__ = ("band", "href", "scale", "offset", "nodata", "has_nodata")
+    BAND_FIELD_NUMBER: _ClassVar[int]
+    HREF_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NODATA_FIELD_NUMBER: _ClassVar[int]
+    HAS_NODATA_FIELD_NUMBER: _ClassVar[int]
+    band: str
+    href: str
+    scale: float
+    offset: float
+    nodata: float
+    has_nodata: bool
+    def __init__(self, band: _Optional[str] = ..., href: _Optional[str] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., nodata: _Optional[float] = ..., has_nodata: _Optional[bool] = ...) -> None: ...
+
+class SceneDiscovered(_message.Message):
+    __slots__ = ("header", "collection", "platform", "tile_id", "footprint_wkt", "cloud_cover", "processing_baseline", "reprocessed", "bands", "aoi")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    TILE_ID_FIELD_NUMBER: _ClassVar[int]
+    FOOTPRINT_WKT_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_COVER_FIELD_NUMBER: _ClassVar[int]
+    PROCESSING_BASELINE_FIELD_NUMBER: _ClassVar[int]
+    REPROCESSED_FIELD_NUMBER: _ClassVar[int]
+    BANDS_FIELD_NUMBER: _ClassVar[int]
+    AOI_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    collection: str
+    platform: str
+    tile_id: str
+    footprint_wkt: str
+    cloud_cover: float
+    processing_baseline: str
+    reprocessed: bool
+    bands: _containers.RepeatedCompositeFieldContainer[BandAsset]
+    aoi: Aoi
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., collection: _Optional[str] = ..., platform: _Optional[str] = ..., tile_id: _Optional[str] = ..., footprint_wkt: _Optional[str] = ..., cloud_cover: _Optional[float] = ..., processing_baseline: _Optional[str] = ..., reprocessed: _Optional[bool] = ..., bands: _Optional[_Iterable[_Union[BandAsset, _Mapping]]] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ...) -> None: ...
+
+class ArrayRef(_message.Message):
+    __slots__ = ("key", "dtype", "shape", "sha256")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    sha256: str
+    def __init__(self, key: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class LczPatch(_message.Message):
+    __slots__ = ("cell_id", "cell_wkt", "valid_fraction")
+    CELL_ID_FIELD_NUMBER: _ClassVar[int]
+    CELL_WKT_FIELD_NUMBER: _ClassVar[int]
+    VALID_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    cell_id: str
+    cell_wkt: str
+    valid_fraction: float
+    def __init__(self, cell_id: _Optional[str] = ..., cell_wkt: _Optional[str] = ..., valid_fraction: _Optional[float] = ...) -> None: ...
+
+class ObservationBatch(_message.Message):
+    __slots__ = ("header", "tile_id", "aoi", "kind", "epsg", "patches", "lcz_patches", "no_valid_observation", "notes")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    TILE_ID_FIELD_NUMBER: _ClassVar[int]
+    AOI_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EPSG_FIELD_NUMBER: _ClassVar[int]
+    PATCHES_FIELD_NUMBER: _ClassVar[int]
+    LCZ_PATCHES_FIELD_NUMBER: _ClassVar[int]
+    NO_VALID_OBSERVATION_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    tile_id: str
+    aoi: Aoi
+    kind: str
+    epsg: int
+    patches: ArrayRef
+    lcz_patches: _containers.RepeatedCompositeFieldContainer[LczPatch]
+    no_valid_observation: bool
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., kind: _Optional[str] = ..., epsg: _Optional[int] = ..., patches: _Optional[_Union[ArrayRef, _Mapping]] = ..., lcz_patches: _Optional[_Iterable[_Union[LczPatch, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("entity_id", "geometry_wkt", "class_code", "confidence", "probabilities")
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_WKT_FIELD_NUMBER: _ClassVar[int]
+    CLASS_CODE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    entity_id: str
+    geometry_wkt: str
+    class_code: int
+    confidence: float
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, entity_id: _Optional[str] = ..., geometry_wkt: _Optional[str] = ..., class_code: _Optional[int] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class PredictionBatch(_message.Message):
+    __slots__ = ("header", "tile_id", "aoi", "indicator", "model_name", "model_version", "epsg", "predictions", "no_valid_observation", "notes")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    TILE_ID_FIELD_NUMBER: _ClassVar[int]
+    AOI_FIELD_NUMBER: _ClassVar[int]
+    INDICATOR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPSG_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    NO_VALID_OBSERVATION_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    tile_id: str
+    aoi: Aoi
+    indicator: str
+    model_name: str
+    model_version: str
+    epsg: int
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    no_valid_observation: bool
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., indicator: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., epsg: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("stage", "source_topic", "partition", "offset", "key", "value", "error_type", "error", "failed_at")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FAILED_AT_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    source_topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    error_type: str
+    error: str
+    failed_at: _timestamp_pb2.Timestamp
+    def __init__(self, stage: _Optional[str] = ..., source_topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., error_type: _Optional[str] = ..., error: _Optional[str] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

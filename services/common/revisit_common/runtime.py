@@ -1,0 +1,288 @@
+"""The consume → decode → handle → produce → commit loop, written once for every stage.
+
+Delivery is at-least-once with an exactly-once effect downstream: offsets are committed
+only after every output of the polled records is acknowledged by the broker (and, for
+the store, after its database transaction has committed inside ``process``). A message
+that can never be processed goes to ``<topic>.dlq`` with the reason; a transient failure
+is retried with backoff until it succeeds or the service is asked to stop, in which case
+the message is left uncommitted and is processed again after the restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import Message
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import PoisonError, TransientError
+from revisit_common.events import decode, dlq_topic, now, timestamp
+from revisit_common.health import serve
+from revisit_common.metrics import ServiceMetrics
+from revisit_common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+#: How long the broker may take to acknowledge the outputs of one poll.
+ACK_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Output:
+    """One event to produce: the handler's result, independent of Kafka."""
+
+    topic: str
+    key: bytes
+    event: Message
+
+
+@dataclass(frozen=True)
+class Stage(Generic[M]):
+    """A consuming stage: its input and the function that turns one event into outputs."""
+
+    service: str
+    input_topic: str
+    event_type: type[M]
+    process: Callable[[M], Sequence[Output]]
+
+    @property
+    def group_id(self) -> str:
+        return f"revisit-{self.service}"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+class ServiceApp:
+    """What a service process owns: settings, metrics, HTTP endpoints, producer, stop flag."""
+
+    def __init__(
+        self,
+        service: str,
+        settings: ServiceSettings,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.metrics = ServiceMetrics(service, registry)
+        self.stop = threading.Event()
+        self.state = "starting"
+        self._producer: KafkaProducer | None = None
+        self.http = serve(settings.metrics_host, settings.metrics_port, registry, self._health)
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.http.server_address[1])
+
+    def _health(self) -> tuple[bool, str]:
+        return self.state in ("starting", "running", "retrying"), self.state
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT finish the message in hand, commit, and exit."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("%s: signal %d, draining", self.service, signum)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.settings.retry_initial_s, self.settings.retry_max_s, self.stop)
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = self._connect(
+                lambda: KafkaProducer(
+                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    client_id=f"revisit-{self.service}",
+                    acks="all",
+                    linger_ms=5,
+                    retries=5,
+                )
+            )
+        return self._producer
+
+    def _connect(self, factory: Callable[[], Any]) -> Any:
+        backoff = self.backoff()
+        while True:
+            try:
+                return factory()
+            except KafkaError as exc:
+                log.warning(
+                    "%s: Kafka at %s not reachable yet (%s), retrying",
+                    self.service,
+                    self.settings.kafka_bootstrap,
+                    exc,
+                )
+                if not backoff.wait():
+                    raise
+
+    def send(self, outputs: Sequence[Output]) -> list[Any]:
+        """Send outputs; returns futures, acknowledged by `acknowledge`."""
+        futures = []
+        for out in outputs:
+            future = self.producer.send(out.topic, key=out.key, value=out.event.SerializeToString())
+            futures.append((out.topic, future))
+        return futures
+
+    def acknowledge(self, futures: list[Any]) -> bool:
+        """Wait for the broker to acknowledge every send; False if any failed."""
+        if not futures:
+            return True
+        self.producer.flush(timeout=ACK_TIMEOUT_S)
+        ok = True
+        for topic, future in futures:
+            try:
+                future.get(timeout=ACK_TIMEOUT_S)
+                self.metrics.produced.labels(topic).inc()
+            except KafkaError as exc:
+                log.warning("%s: send to %s not acknowledged: %s", self.service, topic, exc)
+                ok = False
+        return ok
+
+    def consume(self, stage: Stage[M]) -> None:
+        """Run the stage until `stop` is set, then commit what is done and return."""
+        consumer: KafkaConsumer = self._connect(
+            lambda: KafkaConsumer(
+                stage.input_topic,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=stage.group_id,
+                client_id=f"revisit-{self.service}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.settings.max_poll_records,
+            )
+        )
+        self.state = "running"
+        log.info("%s: consuming %s as %s", self.service, stage.input_topic, stage.group_id)
+        try:
+            while not self.stop.is_set():
+                self._poll_once(consumer, stage)
+        finally:
+            self.state = "stopping"
+            consumer.close(autocommit=False)
+            self.close()
+
+    def close(self) -> None:
+        """Flush and close the producer and the HTTP endpoints."""
+        if self._producer is not None:
+            self._producer.close(timeout=ACK_TIMEOUT_S)
+            self._producer = None
+        self.http.shutdown()
+        log.info("%s: stopped", self.service)
+
+    def _poll_once(self, consumer: KafkaConsumer, stage: Stage[M]) -> None:
+        polled = consumer.poll(timeout_ms=500)
+        futures: list[Any] = []
+        done: dict[TopicPartition, int] = {}
+        first: dict[TopicPartition, int] = {}
+        interrupted = False
+        for tp, records in polled.items():
+            first[tp] = records[0].offset
+            for record in records:
+                self.metrics.consumed.labels(stage.input_topic).inc()
+                outputs = self._handle(stage, record)
+                if outputs is None:
+                    interrupted = True
+                    break
+                futures += self.send(outputs)
+                done[tp] = record.offset + 1
+            if interrupted:
+                break
+        if not self.acknowledge(futures):
+            # Nothing of this poll is committed: process it again from the start.
+            for tp, offset in first.items():
+                consumer.seek(tp, offset)
+            self.backoff().wait()
+            return
+        if done:
+            try:
+                consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in done.items()})
+            except KafkaError as exc:
+                # A rebalance moved the partitions: their new owner processes the records
+                # again, which the idempotent writes downstream absorb.
+                log.warning("%s: offset commit failed: %s", self.service, exc)
+        if interrupted:
+            self.stop.set()
+
+    def _handle(self, stage: Stage[M], record: Any) -> Sequence[Output] | None:
+        """Outputs of one record (its DLQ record if it is poison); None when stopping."""
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        backoff = self.backoff()
+        started = time.perf_counter()
+        while True:
+            try:
+                event = decode(stage.event_type, record.value)
+                outputs = stage.process(event)
+                self.metrics.handler_seconds.observe(time.perf_counter() - started)
+                self.metrics.last_success.set_to_current_time()
+                self.state = "running"
+                return outputs
+            except TransientError as exc:
+                self.metrics.failed.labels("transient").inc()
+                self.state = "retrying"
+                log.warning("%s: %s: transient failure, retrying: %s", self.service, where, exc)
+                if not backoff.wait():
+                    return None
+            except PoisonError as exc:
+                self.metrics.failed.labels("poison").inc()
+                log.error("%s: %s: to DLQ: %s", self.service, where, exc)
+                return [self._dead_letter(stage, record, exc)]
+            except Exception as exc:
+                self.metrics.failed.labels("unexpected").inc()
+                log.exception("%s: %s: unexpected error, to DLQ", self.service, where)
+                return [self._dead_letter(stage, record, exc, traceback.format_exc())]
+
+    def _dead_letter(
+        self, stage: Stage[M], record: Any, exc: BaseException, detail: str = ""
+    ) -> Output:
+        topic = dlq_topic(stage.input_topic)
+        self.metrics.dead_lettered.labels(topic).inc()
+        letter = pb.DeadLetter(
+            stage=self.service,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key or b"",
+            value=record.value or b"",
+            error_type=type(exc).__name__,
+            error=f"{exc}\n{detail}".strip(),
+            failed_at=timestamp(now()),
+        )
+        return Output(topic=topic, key=record.key or b"", event=letter)
+
+
+class Backoff:
+    """Exponential backoff that wakes up early when the service is asked to stop."""
+
+    def __init__(self, initial_s: float, max_s: float, stop: threading.Event) -> None:
+        self.delay = initial_s
+        self.max_s = max_s
+        self.stop = stop
+
+    def wait(self) -> bool:
+        """Sleep the current delay; False if the service is stopping."""
+        if self.stop.wait(self.delay):
+            return False
+        self.delay = min(self.delay * 2, self.max_s)
+        return True

@@ -1,0 +1,1 @@
+"""The inference service: observations in, predictions from Triton out."""

@@ -1,0 +1,3 @@
+from revisit_inference.main import main
+
+main()

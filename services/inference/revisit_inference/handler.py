@@ -1,0 +1,51 @@
+"""Inference as a plain function: one observation batch in, one prediction batch out."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import PoisonError
+from revisit_common.events import PREDICTIONS_TOPIC, derived_header
+from revisit_common.payload import LocalPayloadStore
+from revisit_common.runtime import Output
+from revisit_inference.triton import Classifier
+
+PRODUCER = "inference"
+
+
+def handle_observation(
+    batch: pb.ObservationBatch, store: LocalPayloadStore, lcz: Classifier
+) -> list[Output]:
+    if batch.kind != "lcz_patches":
+        raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
+    out = pb.PredictionBatch(
+        header=derived_header(PRODUCER, batch.header),
+        tile_id=batch.tile_id,
+        aoi=batch.aoi,
+        indicator="lcz",
+        model_name=lcz.model_name,
+        epsg=batch.epsg,
+        no_valid_observation=batch.no_valid_observation,
+        notes=batch.notes,
+    )
+    if batch.lcz_patches:
+        patches = store.get_array(batch.patches)
+        if len(patches) != len(batch.lcz_patches):
+            raise PoisonError(
+                f"{len(patches)} patches in {batch.patches.key!r}, "
+                f"{len(batch.lcz_patches)} described in the event"
+            )
+        probabilities, out.model_version = lcz.predict(patches.astype(np.float32))
+        for patch, probs in zip(batch.lcz_patches, probabilities, strict=True):
+            best = int(np.argmax(probs))
+            out.predictions.append(
+                pb.Prediction(
+                    entity_id=patch.cell_id,
+                    geometry_wkt=patch.cell_wkt,
+                    class_code=best + 1,  # LCZ classes are numbered from 1
+                    confidence=float(probs[best]),
+                    probabilities=[float(p) for p in probs],
+                )
+            )
+    return [Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)]

@@ -1,0 +1,1 @@
+"""Model architectures of revisit, their weight conversion and export to Triton."""

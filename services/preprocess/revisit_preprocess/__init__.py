@@ -1,0 +1,1 @@
+"""The preprocess service: scenes in, model-ready arrays (by reference) out."""

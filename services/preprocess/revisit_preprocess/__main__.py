@@ -1,0 +1,3 @@
+from revisit_preprocess.main import main
+
+main()

@@ -1,0 +1,123 @@
+"""Windowed reads of the bands of one scene over one AOI, on a common 10 m grid."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.warp import transform_geom
+from rasterio.windows import Window, from_bounds
+from shapely import wkt as shapely_wkt
+from shapely.geometry import mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import PoisonError, TransientError
+
+#: Tuned for Cloud-Optimized GeoTIFFs over HTTP: no directory listing, few round trips.
+GDAL_ENV = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MULTIPLEX": "YES",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+}
+
+
+@dataclass(frozen=True)
+class BandStack:
+    """Reflectance of several bands over an AOI window, on the grid of the first band."""
+
+    reflectance: npt.NDArray[np.float32]  # (bands, rows, cols)
+    valid: npt.NDArray[np.bool_]  # (rows, cols): every band has data
+    transform: Affine
+    crs: CRS
+    aoi: BaseGeometry  # the AOI in `crs`
+    row_off: int  # of the window in the reference raster, so grids are stable by tile
+    col_off: int
+
+
+def _read_error(href: str, exc: Exception) -> Exception:
+    text = str(exc)
+    if href.startswith(("http://", "https://", "/vsicurl")) and (
+        "HTTP response code: 5" in text or "timed out" in text.lower()
+    ):
+        return TransientError(f"cannot read {href} now: {text}")
+    return PoisonError(f"unreadable raster {href}: {text}")
+
+
+def snapped_window(
+    aoi_bounds: tuple[float, float, float, float],
+    transform: Affine,
+    width: int,
+    height: int,
+    step: int,
+) -> Window | None:
+    """The window covering the AOI, its origin snapped to multiples of `step` pixels from
+    the raster origin (so patch grids are the same for every pass over a tile), clipped to
+    the raster. None when the AOI does not overlap the raster."""
+    win = from_bounds(*aoi_bounds, transform=transform)
+    col0 = max(0, math.floor(win.col_off / step) * step)
+    row0 = max(0, math.floor(win.row_off / step) * step)
+    col1 = min(width, math.ceil(win.col_off + win.width))
+    row1 = min(height, math.ceil(win.row_off + win.height))
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def read_stack(bands: list[pb.BandAsset], aoi_wkt_4326: str, step: int) -> BandStack | None:
+    """Read `bands` (in that order) over the AOI; None when the AOI misses the scene."""
+    reference = bands[0]
+    try:
+        with rasterio.Env(**GDAL_ENV):
+            with rasterio.open(reference.href) as ref:
+                crs, ref_transform = ref.crs, ref.transform
+                aoi = shape(transform_geom("EPSG:4326", crs, mapping(_wkt(aoi_wkt_4326))))
+                window = snapped_window(aoi.bounds, ref_transform, ref.width, ref.height, step)
+            if window is None:
+                return None
+            transform = rasterio.windows.transform(window, ref_transform)
+            bounds = rasterio.windows.bounds(window, ref_transform)
+            shape_out = (int(window.height), int(window.width))
+            reflectance = np.empty((len(bands), *shape_out), dtype=np.float32)
+            valid = np.ones(shape_out, dtype=bool)
+            for i, band in enumerate(bands):
+                with rasterio.open(band.href) as src:
+                    if src.crs != crs:
+                        raise PoisonError(
+                            f"band {band.band} is in {src.crs}, band {reference.band} in {crs}"
+                        )
+                    # 20 m bands are resampled onto the 10 m grid of the reference band.
+                    dn = src.read(
+                        1,
+                        window=from_bounds(*bounds, transform=src.transform),
+                        out_shape=shape_out,
+                        resampling=Resampling.bilinear,
+                        boundless=False,
+                    )
+                    nodata = band.nodata if band.has_nodata else src.nodata
+                if nodata is not None:
+                    valid &= dn != nodata
+                reflectance[i] = dn.astype(np.float32) * band.scale + band.offset
+    except (RasterioError, OSError) as exc:
+        raise _read_error(reference.href, exc) from exc
+    valid &= np.isfinite(reflectance).all(axis=0)
+    return BandStack(
+        reflectance, valid, transform, crs, aoi, int(window.row_off), int(window.col_off)
+    )
+
+
+def _wkt(text: str) -> BaseGeometry:
+    try:
+        return shapely_wkt.loads(text)
+    except Exception as exc:
+        raise PoisonError(f"unreadable AOI geometry: {exc}") from exc

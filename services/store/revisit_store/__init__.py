@@ -1,0 +1,1 @@
+"""The store service: predictions in, PostGIS rows out (idempotent upserts)."""

@@ -1,0 +1,3 @@
+from revisit_store.main import main
+
+main()

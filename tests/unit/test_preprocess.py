@@ -1,0 +1,87 @@
+"""Preprocessing of real demo scenes: windows, band order, substitutes, empty AOIs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from revisit_catalog.handler import discover
+from revisit_catalog.main import read_items
+from revisit_catalog.registry import load_subscriptions
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import PoisonError
+from revisit_common.payload import LocalPayloadStore
+from revisit_preprocess.handler import handle_scene
+from revisit_preprocess.lcz import LCZ_BANDS, LczGrid, select_bands
+from revisit_preprocess.raster import snapped_window
+from tests.conftest import AOI_FILE
+
+
+@pytest.fixture(scope="module")
+def june(demo_catalog: Path) -> pb.SceneDiscovered:
+    scenes = discover(
+        read_items(demo_catalog),
+        load_subscriptions(AOI_FILE),
+        lambda s, a: False,
+        datetime.now(UTC),
+    ).scenes
+    return next(s for s in scenes if s.header.scene_id.endswith("20210601_MONTHLY"))
+
+
+def test_patches_are_reflectance_in_so2sat_band_order(
+    june: pb.SceneDiscovered, tmp_path: Path, lcz_parity: dict[str, np.ndarray]
+) -> None:
+    store = LocalPayloadStore(tmp_path)
+    (out,) = handle_scene(june, store, LczGrid())
+    batch = out.event
+    assert isinstance(batch, pb.ObservationBatch)
+    assert batch.epsg == 32631 and len(batch.lcz_patches) == 9
+    patches = store.get_array(batch.patches)
+    assert patches.shape == (9, len(LCZ_BANDS), 32, 32) and patches.dtype == np.float32
+    days = (datetime(2021, 6, 1, tzinfo=UTC) - datetime(1990, 1, 1, tzinfo=UTC)).days
+    expected = lcz_parity["dn"][lcz_parity["days_since_1990"] == days] / 10000.0
+    np.testing.assert_allclose(patches, expected, atol=1e-6)
+    # Cells are named by their upper-left corner in the raster CRS, on a 320 m grid.
+    assert batch.lcz_patches[0].cell_id == "32631:664000:5612120"
+    assert batch.lcz_patches[4].cell_id == "32631:664320:5611800"
+
+
+def test_aoi_outside_the_scene_is_no_valid_observation(
+    june: pb.SceneDiscovered, tmp_path: Path
+) -> None:
+    far = pb.SceneDiscovered()
+    far.CopyFrom(june)
+    far.aoi.geometry_wkt = "POLYGON ((5.5 50.7, 5.51 50.7, 5.51 50.71, 5.5 50.71, 5.5 50.7))"
+    (out,) = handle_scene(far, LocalPayloadStore(tmp_path), LczGrid())
+    assert isinstance(out.event, pb.ObservationBatch)
+    assert out.event.no_valid_observation and not out.event.lcz_patches
+
+
+def test_missing_band_without_substitute_is_poison(june: pb.SceneDiscovered) -> None:
+    with pytest.raises(PoisonError, match="has no B8A asset"):
+        select_bands(june, LczGrid(substitutes={}))
+
+
+def test_unreadable_raster_is_poison(june: pb.SceneDiscovered, tmp_path: Path) -> None:
+    broken = pb.SceneDiscovered()
+    broken.CopyFrom(june)
+    corrupt = tmp_path / "B02.tif"
+    corrupt.write_bytes(b"II*\x00 this is not a GeoTIFF")
+    broken.bands[0].href = str(corrupt)
+    with pytest.raises(PoisonError, match="unreadable raster"):
+        handle_scene(broken, LocalPayloadStore(tmp_path), LczGrid())
+
+
+def test_window_is_snapped_to_the_patch_grid_and_clipped() -> None:
+    transform = Affine(10, 0, 600000, 0, -10, 5700000)
+    window = snapped_window((600335.0, 5699000.0, 601000.0, 5699655.0), transform, 100, 100, 32)
+    assert window is not None
+    assert (window.col_off, window.row_off) == (32, 32)  # 33.5 px and 34.5 px snap down
+    assert (window.col_off + window.width, window.row_off + window.height) == (100, 100)
+    assert (
+        snapped_window((500000.0, 5000000.0, 500010.0, 5000010.0), transform, 100, 100, 32) is None
+    )
