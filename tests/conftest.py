@@ -1,18 +1,25 @@
-"""Fixtures shared by every test: real sample data from the repository, never downloaded."""
+"""Fixtures shared by every test: real sample data from the repository (never downloaded)
+and, for integration and end-to-end tests, one real stack per session: Kafka,
+PostgreSQL + PostGIS and Triton on free ports, serving the project's model repository."""
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import Engine, create_engine, text
 
 from revisit_cli.demo_data import build_catalog
-from revisit_cli.stack import REPO_ROOT
+from revisit_cli.models import export_models
+from revisit_cli.stack import REPO_ROOT, StackConfig, down, free_ports, up
+from revisit_common.db.migrate import upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LCZ_WEIGHTS = REPO_ROOT / "data" / "so2sat-lcz" / "sen2lcz_drop_32_weights.best.hdf5"
@@ -39,3 +46,53 @@ def shared_tmp() -> Iterator[Path]:
 def demo_catalog(shared_tmp: Path) -> Path:
     """The demo's static STAC catalog (COGs of the 12 real monthly composites)."""
     return build_catalog(shared_tmp / "demo")
+
+
+@pytest.fixture(scope="session")
+def stack(shared_tmp: Path) -> Iterator[StackConfig]:
+    ports = free_ports(6)
+    config = StackConfig(
+        state_dir=shared_tmp / "stack",
+        kafka_port=ports[0],
+        kafka_controller_port=ports[1],
+        postgres_port=ports[2],
+        triton_http_port=ports[3],
+        triton_grpc_port=ports[4],
+        triton_metrics_port=ports[5],
+    )
+    export_models(config.triton_model_repository)
+    try:
+        up(config)
+        upgrade(config.database_url)
+        yield config
+    finally:
+        down(config)
+
+
+@pytest.fixture
+def engine(stack: StackConfig) -> Iterator[Engine]:
+    """The stack's database with empty tables (the schema stays)."""
+    engine = create_engine(stack.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE lcz_cell, scene_processing, scene, aoi RESTART IDENTITY"))
+    yield engine
+    engine.dispose()
+
+
+def consecutive_free_ports(count: int) -> int:
+    """A base port such that base .. base+count-1 are free now."""
+    for _ in range(100):
+        base = random.randint(20000, 60000)
+        try:
+            sockets = []
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")

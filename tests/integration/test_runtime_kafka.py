@@ -1,0 +1,107 @@
+"""The shared runtime on the real Kafka broker: outputs acknowledged before commits,
+poison to the DLQ with its reason, nothing lost across a restart of the consumer."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from revisit_cli.stack import StackConfig, TopicSpec, ensure_topics
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import PoisonError
+from revisit_common.events import dlq_topic, now, root_header
+from revisit_common.runtime import Output, ServiceApp, Stage
+from revisit_common.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def topics(stack: StackConfig) -> Iterator[tuple[str, str]]:
+    name = f"test.{uuid.uuid4().hex[:8]}"
+    source, target = f"{name}.scenes", f"{name}.observations"
+    ensure_topics(
+        stack.kafka_bootstrap,
+        [TopicSpec(source, 2), TopicSpec(target, 1), TopicSpec(dlq_topic(source), 1)],
+    )
+    yield source, target
+
+
+def read_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10000,
+        group_id=None,
+    )
+    values = []
+    for record in consumer:
+        values.append(record.value)
+        if len(values) >= expected:
+            break
+    consumer.close()
+    return values
+
+
+def scene(tile: str) -> bytes:
+    return pb.SceneDiscovered(
+        header=root_header("catalog", f"scene-{tile}", now(), now()), tile_id=tile
+    ).SerializeToString()
+
+
+def run(app: ServiceApp, stage: Stage[pb.SceneDiscovered]) -> threading.Thread:
+    thread = threading.Thread(target=app.consume, args=(stage,), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_outputs_dlq_and_commits(stack: StackConfig, topics: tuple[str, str]) -> None:
+    source, target = topics
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    for tile in ("31UFS", "31UFT", "BAD", "31UGS"):
+        producer.send(source, key=tile.encode(), value=scene(tile))
+    producer.send(source, key=b"garbage", value=b"\x08\x96\x01 not a scene")
+    producer.flush()
+
+    def forward(event: pb.SceneDiscovered) -> list[Output]:
+        if event.tile_id == "BAD":
+            raise PoisonError("tile BAD has no band asset")
+        out = pb.ObservationBatch(tile_id=event.tile_id)
+        return [Output(target, event.tile_id.encode(), out)]
+
+    settings = ServiceSettings(kafka_bootstrap=stack.kafka_bootstrap)
+    app = ServiceApp("preprocess", settings, CollectorRegistry())
+    stage = Stage("preprocess", source, pb.SceneDiscovered, forward)
+    thread = run(app, stage)
+
+    outputs = read_all(stack.kafka_bootstrap, target, 3)
+    letters = [
+        pb.DeadLetter.FromString(v) for v in read_all(stack.kafka_bootstrap, dlq_topic(source), 2)
+    ]
+    app.stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+    assert sorted(pb.ObservationBatch.FromString(v).tile_id for v in outputs) == [
+        "31UFS",
+        "31UFT",
+        "31UGS",
+    ]
+    reasons = sorted(letter.error for letter in letters)
+    assert reasons[1] == "tile BAD has no band asset"
+    assert reasons[0].startswith("not a revisit.events.v1.SceneDiscovered")
+    assert all(letter.stage == "preprocess" and letter.value for letter in letters)
+
+    # Every record is committed: a restarted consumer of the group gets nothing again.
+    check = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=stage.group_id)
+    partitions = [TopicPartition(source, p) for p in (0, 1)]
+    committed = sum(check.committed(tp) or 0 for tp in partitions)
+    ends = sum(check.end_offsets(partitions).values())
+    check.close()
+    assert committed == ends == 5
