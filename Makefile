@@ -28,7 +28,7 @@ status: ## what is running, on which port
 
 test: install lint typecheck ## lint, types, unit, integration and end-to-end tests
 	$(PY) proto/generate.py --check
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/bench
 
 test-fast: install ## unit tests only (no Kafka, PostgreSQL or Triton)
 	$(PY) -m pytest -m "not integration and not e2e"
@@ -48,7 +48,7 @@ proto: install ## regenerate the Python code of proto/
 	$(PY) proto/generate.py
 
 bench: install ## benchmarks, as ratios against a baseline run side by side
-	$(PY) -m pytest tests/bench -q -s -p no:cacheprovider
+	$(PY) -m pytest tests/bench -q -s -p no:cacheprovider -o python_files="test_bench_*.py"
 
 lock: ## re-resolve requirements.in into requirements.lock (needs the network)
 	rm -rf $(CACHE_DIR)/lock-venv && python3.11 -m venv $(CACHE_DIR)/lock-venv

@@ -33,7 +33,13 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from revisit_cli.demo import bring_up, lcz_table, wait_for_scenes, where_to_look
+    from revisit_cli.demo import (
+        bring_up,
+        latency_summary,
+        lcz_table,
+        wait_for_scenes,
+        where_to_look,
+    )
     from revisit_cli.demo_data import read_cube
     from revisit_cli.services import ServicesConfig
 
@@ -46,6 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"\nAll {scenes} passes processed {waited:.1f} s after the services were up; "
         f"{time.monotonic() - t0:.1f} s since `revisit demo` started.\n"
     )
+    say(latency_summary(config.database_url))
     say(lcz_table(config.database_url))
     say("")
     say(where_to_look(config, services))

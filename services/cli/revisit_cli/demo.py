@@ -70,6 +70,26 @@ def wait_for_scenes(
         engine.dispose()
 
 
+LATENCY_SQL = text(
+    """
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), max(d)
+    FROM (SELECT extract(epoch FROM completed_at - discovered_at) AS d
+          FROM scene_processing WHERE completed_at IS NOT NULL) AS latency
+    """
+)
+
+
+def latency_summary(database_url: str) -> str:
+    """Discovery of a scene by the catalog → its rows committed in PostGIS."""
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        median, worst = conn.execute(LATENCY_SQL).one()
+    engine.dispose()
+    if median is None:
+        return "no scene completed yet"
+    return f"discovery → rows in PostGIS: median {median:.1f} s, max {worst:.1f} s per scene"
+
+
 def lcz_table(database_url: str) -> str:
     """AOI, date, status and the number of cells of each LCZ class."""
     engine = create_engine(database_url)
