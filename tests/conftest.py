@@ -48,18 +48,23 @@ def demo_catalog(shared_tmp: Path) -> Path:
     return build_catalog(shared_tmp / "demo")
 
 
+def stack_config_on_free_ports(state_dir: Path, **settings: object) -> StackConfig:
+    """A stack configuration with every component on a free port."""
+    names = (
+        "kafka",
+        "kafka_controller",
+        "postgres",
+        "triton_http",
+        "triton_grpc",
+        "triton_metrics",
+    )
+    ports = {f"{name}_port": port for name, port in zip(names, free_ports(len(names)), strict=True)}
+    return StackConfig(state_dir=state_dir, **ports, **settings)  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
 def stack(shared_tmp: Path) -> Iterator[StackConfig]:
-    ports = free_ports(6)
-    config = StackConfig(
-        state_dir=shared_tmp / "stack",
-        kafka_port=ports[0],
-        kafka_controller_port=ports[1],
-        postgres_port=ports[2],
-        triton_http_port=ports[3],
-        triton_grpc_port=ports[4],
-        triton_metrics_port=ports[5],
-    )
+    config = stack_config_on_free_ports(shared_tmp / "stack")
     export_models(config.triton_model_repository)
     try:
         up(config)

@@ -19,13 +19,13 @@ from revisit_cli.stack import (
     ManagedProcess,
     StackConfig,
     down,
-    free_ports,
     load_topics,
     status,
     up,
 )
 from revisit_cli.stack import kafka as stack_kafka
 from revisit_cli.stack import triton as stack_triton
+from tests.conftest import stack_config_on_free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -93,17 +93,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.timeout(900)
 def test_stack_up_status_down(state_dir: Path, model_repository: Path) -> None:
     missing = _missing_prerequisites()
-    if missing:
-        pytest.skip(f"embedded stack prerequisites missing: {missing}")
-    ports = free_ports(7)
-    config = StackConfig(
-        state_dir=state_dir / "state",
-        kafka_port=ports[0],
-        kafka_controller_port=ports[1],
-        postgres_port=ports[2],
-        triton_http_port=ports[3],
-        triton_grpc_port=ports[4],
-        triton_metrics_port=ports[5],
+    assert not missing, f"embedded stack prerequisites missing: {missing}: run `make install`"
+    config = stack_config_on_free_ports(
+        state_dir / "state",
         triton_model_repository=model_repository,
         python=Path(sys.executable),
         startup_timeout_s=180,
