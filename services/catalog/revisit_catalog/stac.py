@@ -80,6 +80,12 @@ def _band_asset(name: str, asset: pystac.Asset, baseline: str) -> pb.BandAsset:
     return band
 
 
+def _resolution(asset: pystac.Asset) -> float:
+    raster: list[dict[str, Any]] = asset.extra_fields.get("raster:bands") or [{}]
+    value = raster[0].get("spatial_resolution") or asset.extra_fields.get("gsd")
+    return float(value) if value else float("inf")
+
+
 def tile_id(item: pystac.Item) -> str:
     props = item.properties
     if props.get("s2:mgrs_tile"):
@@ -111,11 +117,17 @@ def scene_event(item: pystac.Item, aoi: pb.Aoi, discovered_at: datetime) -> pb.S
     if item.datetime is None:
         raise PoisonError(f"item {item.id}: no datetime")
     baseline = _baseline(item)
-    bands = []
-    for key, asset in sorted(item.assets.items()):
+    # Providers list a band several times (10 m and 20 m COGs, JP2 copies): keep the
+    # finest GeoTIFF of each band.
+    best: dict[str, tuple[float, int, pystac.Asset]] = {}
+    for key, asset in item.assets.items():
         name = band_name(key, asset)
-        if name is not None and (asset.media_type or "").startswith("image/tiff"):
-            bands.append(_band_asset(name, asset, baseline))
+        if name is None or not (asset.media_type or "").startswith("image/tiff"):
+            continue
+        rank = (_resolution(asset), len(key), asset)
+        if name not in best or rank[:2] < best[name][:2]:
+            best[name] = rank
+    bands = [_band_asset(name, best[name][2], baseline) for name in sorted(best)]
     if not bands:
         raise PoisonError(
             f"item {item.id}: no Sentinel-2 band asset (GeoTIFF) among {list(item.assets)}"
