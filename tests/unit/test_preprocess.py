@@ -74,6 +74,12 @@ def test_unreadable_raster_is_poison(june: pb.SceneDiscovered, tmp_path: Path) -
     broken.bands[0].href = str(corrupt)
     with pytest.raises(PoisonError, match="unreadable raster"):
         handle_scene(broken, LocalPayloadStore(tmp_path), LczGrid())
+    # A broken band other than the reference is named in the error, not the reference.
+    broken.CopyFrom(june)
+    b11 = next(b for b in broken.bands if b.band == "B11")
+    b11.href = str(corrupt)
+    with pytest.raises(PoisonError, match=f"unreadable raster {corrupt}"):
+        handle_scene(broken, LocalPayloadStore(tmp_path), LczGrid())
 
 
 def test_window_is_snapped_to_the_patch_grid_and_clipped() -> None:

@@ -10,7 +10,7 @@ import pystac
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import OperationalError
 
-from revisit_catalog.handler import discover
+from revisit_catalog.handler import Subscription, discover
 from revisit_catalog.registry import (
     load_subscriptions,
     mark_published,
@@ -58,10 +58,10 @@ def read_items(source: Path) -> list[pystac.Item]:
     raise TransientError(f"{source} is a STAC {type(stac).__name__}, not a catalog or items")
 
 
-def poll_once(app: ServiceApp, settings: CatalogSettings, engine: Engine) -> int:
-    """Publish the scenes not published yet; returns how many."""
-    subs = load_subscriptions(settings.catalog_aoi_file)
-    save_subscriptions(engine, subs)
+def poll_once(
+    app: ServiceApp, settings: CatalogSettings, engine: Engine, subs: list[Subscription]
+) -> int:
+    """Publish the scenes not published yet for `subs`; returns how many."""
     seen = published(engine)
     found = discover(read_items(settings.catalog_source), subs, lambda s, a: (s, a) in seen, now())
     for item, error in found.rejected:
@@ -97,6 +97,9 @@ def main() -> None:
     app = ServiceApp("catalog", settings)
     app.install_signal_handlers()
     engine = create_engine(settings.database_url, pool_pre_ping=True)
+    # The AOI file is read once; its AOIs are saved once the database answers.
+    subs = load_subscriptions(settings.catalog_aoi_file)
+    saved = False
     app.state = "running"
     log.info(
         "catalog: watching %s every %.0f s",
@@ -105,7 +108,10 @@ def main() -> None:
     )
     while not app.stop.is_set():
         try:
-            poll_once(app, settings, engine)
+            if not saved:
+                save_subscriptions(engine, subs)
+                saved = True
+            poll_once(app, settings, engine, subs)
             app.metrics.last_success.set_to_current_time()
             app.state = "running"
         except (TransientError, OperationalError) as exc:

@@ -230,9 +230,12 @@ class ServiceApp:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         backoff = self.backoff()
         started = time.perf_counter()
+        try:
+            event = decode(stage.event_type, record.value)
+        except PoisonError as exc:
+            return self._poison(stage, record, where, exc)
         while True:
             try:
-                event = decode(stage.event_type, record.value)
                 outputs = stage.process(event)
                 self.metrics.handler_seconds.observe(time.perf_counter() - started)
                 self.metrics.last_success.set_to_current_time()
@@ -245,13 +248,16 @@ class ServiceApp:
                 if not backoff.wait():
                     return None
             except PoisonError as exc:
-                self.metrics.failed.labels("poison").inc()
-                log.error("%s: %s: to DLQ: %s", self.service, where, exc)
-                return [self._dead_letter(stage, record, exc)]
+                return self._poison(stage, record, where, exc)
             except Exception as exc:
                 self.metrics.failed.labels("unexpected").inc()
                 log.exception("%s: %s: unexpected error, to DLQ", self.service, where)
                 return [self._dead_letter(stage, record, exc, traceback.format_exc())]
+
+    def _poison(self, stage: Stage[M], record: Any, where: str, exc: PoisonError) -> list[Output]:
+        self.metrics.failed.labels("poison").inc()
+        log.error("%s: %s: to DLQ: %s", self.service, where, exc)
+        return [self._dead_letter(stage, record, exc)]
 
     def _dead_letter(
         self, stage: Stage[M], record: Any, exc: BaseException, detail: str = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,45 +76,54 @@ def snapped_window(
 
 
 def read_stack(bands: list[pb.BandAsset], aoi_wkt_4326: str, step: int) -> BandStack | None:
-    """Read `bands` (in that order) over the AOI; None when the AOI misses the scene."""
-    reference = bands[0]
-    try:
-        with rasterio.Env(**GDAL_ENV):
-            with rasterio.open(reference.href) as ref:
-                crs, ref_transform = ref.crs, ref.transform
-                aoi = shape(transform_geom("EPSG:4326", crs, mapping(_wkt(aoi_wkt_4326))))
-                window = snapped_window(aoi.bounds, ref_transform, ref.width, ref.height, step)
-            if window is None:
-                return None
-            transform = rasterio.windows.transform(window, ref_transform)
-            bounds = rasterio.windows.bounds(window, ref_transform)
-            shape_out = (int(window.height), int(window.width))
-            reflectance = np.empty((len(bands), *shape_out), dtype=np.float32)
-            valid = np.ones(shape_out, dtype=bool)
-            for i, band in enumerate(bands):
-                with rasterio.open(band.href) as src:
-                    if src.crs != crs:
-                        raise PoisonError(
-                            f"band {band.band} is in {src.crs}, band {reference.band} in {crs}"
-                        )
-                    # 20 m bands are resampled onto the 10 m grid of the reference band.
-                    dn = src.read(
-                        1,
-                        window=from_bounds(*bounds, transform=src.transform),
-                        out_shape=shape_out,
-                        resampling=Resampling.bilinear,
-                        boundless=False,
-                    )
-                    nodata = band.nodata if band.has_nodata else src.nodata
-                if nodata is not None:
-                    valid &= dn != nodata
-                reflectance[i] = dn.astype(np.float32) * band.scale + band.offset
-    except (RasterioError, OSError) as exc:
-        raise _read_error(reference.href, exc) from exc
+    """Read `bands` (in that order) over the AOI; None when the AOI misses the scene.
+
+    The first band is the reference: its grid (10 m) is the grid of the result.
+    """
+    with rasterio.Env(**GDAL_ENV), ExitStack() as opened:
+        sources = [opened.enter_context(_open(band)) for band in bands]
+        ref, reference = sources[0], bands[0]
+        crs, ref_transform = ref.crs, ref.transform
+        aoi = shape(transform_geom("EPSG:4326", crs, mapping(_wkt(aoi_wkt_4326))))
+        window = snapped_window(aoi.bounds, ref_transform, ref.width, ref.height, step)
+        if window is None:
+            return None
+        transform = rasterio.windows.transform(window, ref_transform)
+        bounds = rasterio.windows.bounds(window, ref_transform)
+        shape_out = (int(window.height), int(window.width))
+        reflectance = np.empty((len(bands), *shape_out), dtype=np.float32)
+        valid = np.ones(shape_out, dtype=bool)
+        for i, (band, src) in enumerate(zip(bands, sources, strict=True)):
+            if src.crs != crs:
+                raise PoisonError(
+                    f"band {band.band} is in {src.crs}, band {reference.band} in {crs}"
+                )
+            try:
+                # 20 m bands are resampled onto the 10 m grid of the reference band.
+                dn = src.read(
+                    1,
+                    window=from_bounds(*bounds, transform=src.transform),
+                    out_shape=shape_out,
+                    resampling=Resampling.bilinear,
+                    boundless=False,
+                )
+            except (RasterioError, OSError) as exc:
+                raise _read_error(band.href, exc) from exc
+            nodata = band.nodata if band.has_nodata else src.nodata
+            if nodata is not None:
+                valid &= dn != nodata
+            reflectance[i] = dn.astype(np.float32) * band.scale + band.offset
     valid &= np.isfinite(reflectance).all(axis=0)
     return BandStack(
         reflectance, valid, transform, crs, aoi, int(window.row_off), int(window.col_off)
     )
+
+
+def _open(band: pb.BandAsset) -> rasterio.DatasetReader:
+    try:
+        return rasterio.open(band.href)
+    except (RasterioError, OSError) as exc:
+        raise _read_error(band.href, exc) from exc
 
 
 def _wkt(text: str) -> BaseGeometry:
