@@ -10,15 +10,20 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from revisit_catalog.handler import discover
+from revisit_catalog.registry import load_subscriptions
+from revisit_catalog.sources import StaticSource
 from revisit_cli.demo_data import build_catalog
 from revisit_cli.models import export_models
 from revisit_cli.stack import REPO_ROOT, StackConfig, down, free_ports, up
+from revisit_common import events_pb2 as pb
 from revisit_common.db.migrate import upgrade
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,6 +51,19 @@ def shared_tmp() -> Iterator[Path]:
 def demo_catalog(shared_tmp: Path) -> Path:
     """The demo's static STAC catalog (COGs of the 12 real monthly composites)."""
     return build_catalog(shared_tmp / "demo")
+
+
+@pytest.fixture(scope="session")
+def demo_scenes(demo_catalog: Path) -> list[pb.SceneDiscovered]:
+    """The catalog's scene events for the demo AOI, nothing published before."""
+    found = discover(
+        StaticSource(str(demo_catalog)).items(),
+        load_subscriptions(AOI_FILE),
+        lambda keys: {},
+        datetime.now(UTC),
+    )
+    assert not found.rejected
+    return found.scenes
 
 
 def stack_config_on_free_ports(state_dir: Path, **settings: object) -> StackConfig:
@@ -79,7 +97,9 @@ def engine(stack: StackConfig) -> Iterator[Engine]:
     """The stack's database with empty tables (the schema stays)."""
     engine = create_engine(stack.database_url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE lcz_cell, scene_processing, scene, aoi RESTART IDENTITY"))
+        conn.execute(
+            text("TRUNCATE lcz_cell, scene_processing, catalog_cursor, scene, aoi RESTART IDENTITY")
+        )
     yield engine
     engine.dispose()
 

@@ -30,7 +30,7 @@ SCENES = 12
 def services(stack: StackConfig, demo_catalog: Path) -> Iterator[ServicesConfig]:
     config = ServicesConfig(
         metrics_base_port=consecutive_free_ports(len(SERVICES)),
-        catalog_source=demo_catalog,
+        catalog_source=str(demo_catalog),
         catalog_poll_interval_s=2,
     )
     yield config

@@ -11,9 +11,10 @@ import numpy.typing as npt
 import pytest
 import torch
 
-from revisit_catalog.handler import discover
-from revisit_catalog.main import read_items
+from revisit_catalog.handler import Published, discover
 from revisit_catalog.registry import load_subscriptions
+from revisit_catalog.sources import StaticSource
+from revisit_catalog.stac import version_of
 from revisit_cli.demo_data import BANDS as DEMO_BANDS
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
@@ -37,16 +38,15 @@ class InProcessLcz:
             return self.model(torch.from_numpy(batch)).numpy(), "in-process"
 
 
-@pytest.fixture(scope="module")
-def scenes(demo_catalog: Path) -> list[pb.SceneDiscovered]:
-    found = discover(
-        read_items(demo_catalog),
-        load_subscriptions(AOI_FILE),
-        lambda s, a: False,
-        datetime.now(UTC),
+def published_as(scene: pb.SceneDiscovered) -> Published:
+    return Published(
+        scene.header.scene_id, version_of(scene), scene.header.acquired_at.ToDatetime(tzinfo=UTC)
     )
-    assert not found.rejected
-    return found.scenes
+
+
+@pytest.fixture(scope="module")
+def scenes(demo_scenes: list[pb.SceneDiscovered]) -> list[pb.SceneDiscovered]:
+    return demo_scenes
 
 
 def test_catalog_finds_every_monthly_pass_once(
@@ -55,9 +55,10 @@ def test_catalog_finds_every_monthly_pass_once(
     assert len(scenes) == 12
     assert len({s.header.scene_id for s in scenes}) == 12
     again = discover(
-        read_items(demo_catalog),
+        StaticSource(str(demo_catalog)).items(),
         load_subscriptions(AOI_FILE),
-        lambda s, a: True,  # everything already published
+        # everything already published, in the same version
+        lambda keys: {(s.acquisition_key, s.aoi.name): published_as(s) for s in scenes},
         datetime.now(UTC),
     )
     assert again.scenes == []

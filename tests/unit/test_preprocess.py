@@ -9,27 +9,17 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from revisit_catalog.handler import discover
-from revisit_catalog.main import read_items
-from revisit_catalog.registry import load_subscriptions
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.payload import LocalPayloadStore
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LCZ_BANDS, LczGrid, select_bands
 from revisit_preprocess.raster import snapped_window
-from tests.conftest import AOI_FILE
 
 
 @pytest.fixture(scope="module")
-def june(demo_catalog: Path) -> pb.SceneDiscovered:
-    scenes = discover(
-        read_items(demo_catalog),
-        load_subscriptions(AOI_FILE),
-        lambda s, a: False,
-        datetime.now(UTC),
-    ).scenes
-    return next(s for s in scenes if s.header.scene_id.endswith("20210601_MONTHLY"))
+def june(demo_scenes: list[pb.SceneDiscovered]) -> pb.SceneDiscovered:
+    return next(s for s in demo_scenes if s.header.scene_id.endswith("20210601_MONTHLY"))
 
 
 def test_patches_are_reflectance_in_so2sat_band_order(

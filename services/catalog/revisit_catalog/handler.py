@@ -1,55 +1,153 @@
-"""Discovery as a plain function: items and AOIs in, scene events and rejects out."""
+"""Discovery as a plain function: items, subscriptions and what was published before in;
+scene events, rejects and the count of each outcome out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pystac
 from shapely import wkt
+from shapely.geometry.base import BaseGeometry
 
-from revisit_catalog.stac import footprint, scene_event
+from revisit_catalog.stac import COLLECTIONS, MappedItem, map_item
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
+
+#: Outcomes of one item for one subscription (labels of revisit_catalog_items_total).
+OUTCOMES = (
+    "published",
+    "reprocessed",
+    "duplicate",
+    "outdated",
+    "too_cloudy",
+    "out_of_season",
+    "rejected",
+)
 
 
 @dataclass(frozen=True)
 class Subscription:
-    """An AOI the catalog watches, and the collections it wants."""
+    """An AOI the catalog watches: which collections, how cloudy at most, which season."""
 
     aoi: pb.Aoi
     collections: tuple[str, ...] = ("sentinel-2-l2a",)
+    max_cloud_cover: float | None = None
+    #: ("MM-DD", "MM-DD"), every year; a window may span the new year ("10-01", "03-31").
+    season: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        for day in self.season or ():
+            try:
+                datetime.strptime(f"2000-{day}", "%Y-%m-%d")
+            except ValueError as exc:
+                raise ValueError(f"season bound {day!r} is not MM-DD") from exc
+
+    @property
+    def geometry(self) -> BaseGeometry:
+        return wkt.loads(self.aoi.geometry_wkt)
+
+    def in_season(self, when: datetime) -> bool:
+        if self.season is None:
+            return True
+        day, (start, end) = f"{when:%m-%d}", self.season
+        return start <= day <= end if start <= end else (day >= start or day <= end)
+
+    def takes(self, item: MappedItem) -> bool:
+        """Whether the item is one of this subscription's collections, over its AOI."""
+        collection = item.event.collection
+        if collection:
+            wanted = collection in self.collections
+        else:  # a static file's item without a collection: its sensor decides
+            wanted = item.event.sensor in {COLLECTIONS.get(c) for c in self.collections}
+        return wanted and item.geometry.intersects(self.geometry)
+
+
+@dataclass(frozen=True)
+class Published:
+    """The version of an acquisition last published for an AOI."""
+
+    scene_id: str
+    version: tuple[float, datetime]
+    acquired_at: datetime
 
 
 @dataclass
 class Discovery:
     scenes: list[pb.SceneDiscovered] = field(default_factory=list)
     rejected: list[tuple[pystac.Item, PoisonError]] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+def newest_versions(
+    items: Iterable[pystac.Item], discovered_at: datetime, source: str, result: Discovery
+) -> list[MappedItem]:
+    """One mapped item per acquisition, its newest version; the others are counted."""
+    newest: dict[str, MappedItem] = {}
+    for item in items:
+        try:
+            mapped = map_item(item, discovered_at, source)
+        except PoisonError as exc:
+            result.rejected.append((item, exc))
+            result.outcomes["rejected"] += 1
+            continue
+        held = newest.get(mapped.acquisition_key)
+        if held is None:
+            newest[mapped.acquisition_key] = mapped
+            continue
+        if mapped.version > held.version:
+            newest[mapped.acquisition_key], held = mapped, newest[mapped.acquisition_key]
+        result.outcomes["duplicate" if mapped.version == held.version else "outdated"] += 1
+    return list(newest.values())
 
 
 def discover(
     items: Iterable[pystac.Item],
     subscriptions: Iterable[Subscription],
-    is_known: Callable[[str, str], bool],
+    published: Callable[[set[str]], Mapping[tuple[str, str], Published]],
     discovered_at: datetime,
+    source: str = "",
 ) -> Discovery:
-    """Scene events for items over each subscription that `is_known(scene, aoi)` has not seen.
+    """Scene events for the new acquisitions and versions over each subscription.
 
-    Items that can never become a scene are returned as rejected, with the reason.
+    `published(keys)` maps (acquisition key, AOI name) to what was published before, for
+    the acquisition keys of these items. The same
+    acquisition seen again, from any provider or collection, is a `duplicate` unless its
+    version (processing baseline, then production time) is newer: then it is published
+    with `reprocessed` set, under the acquisition time of the version it replaces, so
+    that rows downstream are overwritten rather than duplicated.
     """
     result = Discovery()
-    subs = [(s, wkt.loads(s.aoi.geometry_wkt)) for s in subscriptions]
-    for item in items:
-        try:
-            geom = footprint(item)
-            for sub, aoi_geom in subs:
-                if item.collection_id not in sub.collections or not geom.intersects(aoi_geom):
+    subs = list(subscriptions)
+    newest = newest_versions(items, discovered_at, source, result)
+    before_now = published({m.acquisition_key for m in newest})
+    for mapped in newest:
+        for sub in subs:
+            if not sub.takes(mapped):
+                continue
+            event = mapped.event
+            if sub.max_cloud_cover is not None and event.cloud_cover > sub.max_cloud_cover:
+                result.outcomes["too_cloudy"] += 1
+                continue
+            if not sub.in_season(event.header.acquired_at.ToDatetime(tzinfo=UTC)):
+                result.outcomes["out_of_season"] += 1
+                continue
+            scene = pb.SceneDiscovered()
+            scene.CopyFrom(event)
+            scene.aoi.CopyFrom(sub.aoi)
+            before = before_now.get((mapped.acquisition_key, sub.aoi.name))
+            if before is not None:
+                if mapped.version <= before.version:
+                    result.outcomes[
+                        "duplicate" if mapped.version == before.version else "outdated"
+                    ] += 1
                     continue
-                if is_known(item.id, sub.aoi.name):
-                    continue
-                result.scenes.append(scene_event(item, sub.aoi, discovered_at))
-        except PoisonError as exc:
-            result.rejected.append((item, exc))
+                scene.reprocessed = True
+                scene.replaces_scene_id = before.scene_id
+                scene.header.acquired_at.FromDatetime(before.acquired_at)
+            result.outcomes["reprocessed" if scene.reprocessed else "published"] += 1
+            result.scenes.append(scene)
     result.scenes.sort(key=lambda s: (s.tile_id, s.header.acquired_at.ToDatetime()))
     return result

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from datetime import datetime, timedelta
 from pathlib import Path
 
-import pystac
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import OperationalError
 
-from revisit_catalog.handler import Subscription, discover
+from revisit_catalog.ingest import Ingest, Summary
 from revisit_catalog.registry import (
+    Cursor,
+    SubscriptionError,
     load_subscriptions,
-    mark_published,
-    published,
-    record_scene,
+    read_cursor,
+    save_cursor,
     save_subscriptions,
+    subscriptions,
 )
-from revisit_common import events_pb2 as pb
+from revisit_catalog.sources import HttpPolicy, Source, open_source
 from revisit_common.errors import TransientError
-from revisit_common.events import SCENES_TOPIC, dlq_topic, now, timestamp
-from revisit_common.runtime import Output, ServiceApp, configure_logging
+from revisit_common.runtime import ServiceApp, configure_logging
 from revisit_common.settings import ServiceSettings
 
 log = logging.getLogger("revisit_catalog")
@@ -31,64 +31,60 @@ class CatalogSettings(ServiceSettings):
     """Catalog settings (plus those of `ServiceSettings`). Environment variables:
 
     - ``REVISIT_DATABASE_URL``: PostGIS, SQLAlchemy URL.
-    - ``REVISIT_CATALOG_SOURCE``: a static STAC catalog (catalog.json) or ItemCollection file.
-    - ``REVISIT_CATALOG_AOI_FILE``: GeoJSON of the AOIs to watch (name, kind properties).
-    - ``REVISIT_CATALOG_POLL_INTERVAL_S``: seconds between two polls.
+    - ``REVISIT_CATALOG_SOURCE``: ``earth-search``, ``planetary-computer``, ``cdse``, a STAC
+      API URL, or a static catalog / ItemCollection (path or URL).
+    - ``REVISIT_CATALOG_SIGNER``: asset-href signer: ``planetary-computer`` (the default for
+      that provider), ``module:function``, or empty.
+    - ``REVISIT_CATALOG_AOI_FILE``: optional GeoJSON of AOIs saved into PostGIS at start-up
+      (AOIs are otherwise added with ``revisit aoi add``).
+    - ``REVISIT_CATALOG_POLL_INTERVAL_S``: seconds between two polls [300].
+    - ``REVISIT_CATALOG_START``: where a new cursor starts [now − ``CATALOG_LOOKBACK``].
+    - ``REVISIT_CATALOG_LOOKBACK``: ISO 8601 duration or seconds [P3D].
+    - ``REVISIT_CATALOG_OVERLAP``: each poll searches again this far before its cursor,
+      for items published late [P3D].
+    - ``REVISIT_CATALOG_REQUESTS_PER_SECOND`` [5], ``REVISIT_CATALOG_HTTP_RETRIES`` [5],
+      ``REVISIT_CATALOG_HTTP_BACKOFF_S`` [0.5], ``REVISIT_CATALOG_HTTP_TIMEOUT_S`` [30].
     """
 
     database_url: str = "postgresql+psycopg://revisit@127.0.0.1:15432/revisit"
-    catalog_source: Path = Path(".revisit/demo/catalog/catalog.json")
-    catalog_aoi_file: Path = Path("infra/demo/aoi.geojson")
-    catalog_poll_interval_s: float = 10.0
+    catalog_source: str = "earth-search"
+    catalog_signer: str = ""
+    catalog_aoi_file: Path | None = None
+    catalog_poll_interval_s: float = 300.0
+    catalog_start: datetime | None = None
+    catalog_lookback: timedelta = timedelta(days=3)
+    catalog_overlap: timedelta = timedelta(days=3)
+    catalog_requests_per_second: float = 5.0
+    catalog_http_retries: int = 5
+    catalog_http_backoff_s: float = 0.5
+    catalog_http_timeout_s: float = 30.0
 
-
-def read_items(source: Path) -> list[pystac.Item]:
-    """Every item of a static catalog, an ItemCollection or a single item file."""
-    try:
-        kind = json.loads(source.read_text()).get("type")
-        if kind == "FeatureCollection":
-            return list(pystac.ItemCollection.from_file(str(source)))
-        stac = pystac.read_file(str(source))
-    except (OSError, ValueError, pystac.STACError) as exc:
-        raise TransientError(f"cannot read the STAC source {source}: {exc}") from exc
-    if isinstance(stac, pystac.Catalog):
-        return list(stac.get_items(recursive=True))
-    if isinstance(stac, pystac.Item):
-        return [stac]
-    raise TransientError(f"{source} is a STAC {type(stac).__name__}, not a catalog or items")
-
-
-def poll_once(
-    app: ServiceApp, settings: CatalogSettings, engine: Engine, subs: list[Subscription]
-) -> int:
-    """Publish the scenes not published yet for `subs`; returns how many."""
-    seen = published(engine)
-    found = discover(read_items(settings.catalog_source), subs, lambda s, a: (s, a) in seen, now())
-    for item, error in found.rejected:
-        letter = pb.DeadLetter(
-            stage="catalog",
-            source_topic=str(settings.catalog_source),
-            value=json.dumps(item.to_dict(transform_hrefs=False)).encode(),
-            key=item.id.encode(),
-            error_type=type(error).__name__,
-            error=str(error),
-            failed_at=timestamp(now()),
+    def source(self) -> Source:
+        policy = HttpPolicy(
+            self.catalog_requests_per_second,
+            self.catalog_http_retries,
+            self.catalog_http_backoff_s,
+            self.catalog_http_timeout_s,
         )
-        app.metrics.dead_lettered.labels(dlq_topic(SCENES_TOPIC)).inc()
-        log.error("catalog: item %s to DLQ: %s", item.id, error)
-        if not app.acknowledge(
-            app.send([Output(dlq_topic(SCENES_TOPIC), item.id.encode(), letter)])
-        ):
-            raise TransientError("DLQ record not acknowledged")
-    for scene in found.scenes:
-        # Published first, marked after: a crash in between publishes the scene again,
-        # which the idempotent stages downstream absorb; the reverse order could lose it.
-        record_scene(engine, scene)
-        if not app.acknowledge(app.send([Output(SCENES_TOPIC, scene.tile_id.encode(), scene)])):
-            raise TransientError(f"scene {scene.header.scene_id} not acknowledged")
-        mark_published(engine, scene)
-        log.info("catalog: published %s for AOI %s", scene.header.scene_id, scene.aoi.name)
-    return len(found.scenes)
+        return open_source(self.catalog_source, self.catalog_signer, policy)
+
+
+def seed_cursors(engine: Engine, ingest: Ingest, start: datetime | None) -> None:
+    """Start new poll cursors at `start`, when one is configured."""
+    if start is None:
+        return
+    for sub in subscriptions(engine):
+        for collection in sub.collections:
+            args = (engine, sub.aoi.name, ingest.source.name, collection, "poll")
+            if read_cursor(*args) is None:
+                save_cursor(*args, Cursor(start))
+
+
+def poll_once(ingest: Ingest, settings: CatalogSettings) -> Summary:
+    """One poll of every AOI in PostGIS."""
+    return ingest.poll(
+        subscriptions(ingest.engine), settings.catalog_lookback, settings.catalog_overlap
+    )
 
 
 def main() -> None:
@@ -97,21 +93,23 @@ def main() -> None:
     app = ServiceApp("catalog", settings)
     app.install_signal_handlers()
     engine = create_engine(settings.database_url, pool_pre_ping=True)
-    # The AOI file is read once; its AOIs are saved once the database answers.
-    subs = load_subscriptions(settings.catalog_aoi_file)
-    saved = False
+    try:
+        seed = load_subscriptions(settings.catalog_aoi_file) if settings.catalog_aoi_file else []
+        source = settings.source()
+    except (SubscriptionError, ValueError) as exc:
+        raise SystemExit(f"catalog: {exc}") from exc
+    ingest = Ingest(app, engine, source)
+    ready = False
     app.state = "running"
-    log.info(
-        "catalog: watching %s every %.0f s",
-        settings.catalog_source,
-        settings.catalog_poll_interval_s,
-    )
+    log.info("catalog: watching %s every %.0f s", source.name, settings.catalog_poll_interval_s)
     while not app.stop.is_set():
         try:
-            if not saved:
-                save_subscriptions(engine, subs)
-                saved = True
-            poll_once(app, settings, engine, subs)
+            if not ready:  # once the database answers
+                save_subscriptions(engine, seed)
+                seed_cursors(engine, ingest, settings.catalog_start)
+                ready = True
+            summary = poll_once(ingest, settings)
+            log.info("catalog: poll done: %s", summary.line())
             app.metrics.last_success.set_to_current_time()
             app.state = "running"
         except (TransientError, OperationalError) as exc:

@@ -1,4 +1,5 @@
-"""The `revisit` command: the embedded stack, the demo, models and the database."""
+"""The `revisit` command: the embedded stack, the demo, models, the database, AOIs and
+catalog backfills."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import sys
 import time
 
+from revisit_cli.catalog import add_parsers as add_catalog_parsers
 from revisit_cli.stack import COMPONENTS, StackConfig, StackError, down, format_status, status, up
 
 
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     db.add_argument("action", choices=["upgrade", "downgrade"])
     db.add_argument("--url", help="SQLAlchemy URL (default: the embedded stack's database)")
     db.set_defaults(func=cmd_db)
+    add_catalog_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # chatty during health checks

@@ -28,18 +28,21 @@ class ServicesConfig(BaseSettings):
 
     - ``REVISIT_METRICS_BASE_PORT``: store, inference, preprocess and catalog serve
       `/metrics` and `/healthz` on this port and the next three [19100].
-    - ``REVISIT_CATALOG_SOURCE``: the STAC catalog the catalog service watches
-      [<state>/demo/catalog/catalog.json].
-    - ``REVISIT_CATALOG_AOI_FILE``: AOIs [<repo>/infra/demo/aoi.geojson].
+    - ``REVISIT_CATALOG_SOURCE``: the STAC catalog the catalog service watches: a
+      provider name, a STAC API URL or a static catalog [<state>/demo/catalog/catalog.json].
+    - ``REVISIT_CATALOG_AOI_FILE``: AOIs saved at start-up [<repo>/infra/demo/aoi.geojson].
     - ``REVISIT_CATALOG_POLL_INTERVAL_S`` [5].
+    - ``REVISIT_CATALOG_START``: where new poll cursors start [2020-01-01, the demo data's
+      first month].
     """
 
     model_config = SettingsConfigDict(env_prefix="REVISIT_", frozen=True, extra="ignore")
 
     metrics_base_port: int = 19100
-    catalog_source: Path | None = None
+    catalog_source: str | None = None
     catalog_aoi_file: Path = REPO_ROOT / "infra" / "demo" / "aoi.geojson"
     catalog_poll_interval_s: float = 5.0
+    catalog_start: str = "2020-01-01T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ def service_env(config: StackConfig, services: ServicesConfig, name: str) -> dic
         "REVISIT_CATALOG_SOURCE": str(source),
         "REVISIT_CATALOG_AOI_FILE": str(services.catalog_aoi_file),
         "REVISIT_CATALOG_POLL_INTERVAL_S": str(services.catalog_poll_interval_s),
+        "REVISIT_CATALOG_START": services.catalog_start,
         # The store migrates at start-up unless told otherwise; the stack already has.
         "REVISIT_STORE_MIGRATE": "false",
     }

@@ -54,7 +54,7 @@ class BandAsset(_message.Message):
     def __init__(self, band: _Optional[str] = ..., href: _Optional[str] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., nodata: _Optional[float] = ..., has_nodata: _Optional[bool] = ...) -> None: ...
 
 class SceneDiscovered(_message.Message):
-    __slots__ = ("header", "collection", "platform", "tile_id", "footprint_wkt", "cloud_cover", "processing_baseline", "reprocessed", "bands", "aoi")
+    __slots__ = ("header", "collection", "platform", "tile_id", "footprint_wkt", "cloud_cover", "processing_baseline", "reprocessed", "bands", "aoi", "acquisition_key", "sensor", "source", "item_href", "product_generated_at", "replaces_scene_id", "relative_orbit", "orbit_state", "view", "polarizations")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,16 @@ class SceneDiscovered(_message.Message):
     REPROCESSED_FIELD_NUMBER: _ClassVar[int]
     BANDS_FIELD_NUMBER: _ClassVar[int]
     AOI_FIELD_NUMBER: _ClassVar[int]
+    ACQUISITION_KEY_FIELD_NUMBER: _ClassVar[int]
+    SENSOR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ITEM_HREF_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_SCENE_ID_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_ORBIT_FIELD_NUMBER: _ClassVar[int]
+    ORBIT_STATE_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    POLARIZATIONS_FIELD_NUMBER: _ClassVar[int]
     header: Header
     collection: str
     platform: str
@@ -75,7 +85,29 @@ class SceneDiscovered(_message.Message):
     reprocessed: bool
     bands: _containers.RepeatedCompositeFieldContainer[BandAsset]
     aoi: Aoi
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., collection: _Optional[str] = ..., platform: _Optional[str] = ..., tile_id: _Optional[str] = ..., footprint_wkt: _Optional[str] = ..., cloud_cover: _Optional[float] = ..., processing_baseline: _Optional[str] = ..., reprocessed: _Optional[bool] = ..., bands: _Optional[_Iterable[_Union[BandAsset, _Mapping]]] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ...) -> None: ...
+    acquisition_key: str
+    sensor: str
+    source: str
+    item_href: str
+    product_generated_at: _timestamp_pb2.Timestamp
+    replaces_scene_id: str
+    relative_orbit: int
+    orbit_state: str
+    view: ViewGeometry
+    polarizations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., collection: _Optional[str] = ..., platform: _Optional[str] = ..., tile_id: _Optional[str] = ..., footprint_wkt: _Optional[str] = ..., cloud_cover: _Optional[float] = ..., processing_baseline: _Optional[str] = ..., reprocessed: _Optional[bool] = ..., bands: _Optional[_Iterable[_Union[BandAsset, _Mapping]]] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., acquisition_key: _Optional[str] = ..., sensor: _Optional[str] = ..., source: _Optional[str] = ..., item_href: _Optional[str] = ..., product_generated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaces_scene_id: _Optional[str] = ..., relative_orbit: _Optional[int] = ..., orbit_state: _Optional[str] = ..., view: _Optional[_Union[ViewGeometry, _Mapping]] = ..., polarizations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ViewGeometry(_message.Message):
+    __slots__ = ("sun_zenith", "sun_azimuth", "view_zenith", "view_azimuth")
+    SUN_ZENITH_FIELD_NUMBER: _ClassVar[int]
+    SUN_AZIMUTH_FIELD_NUMBER: _ClassVar[int]
+    VIEW_ZENITH_FIELD_NUMBER: _ClassVar[int]
+    VIEW_AZIMUTH_FIELD_NUMBER: _ClassVar[int]
+    sun_zenith: float
+    sun_azimuth: float
+    view_zenith: float
+    view_azimuth: float
+    def __init__(self, sun_zenith: _Optional[float] = ..., sun_azimuth: _Optional[float] = ..., view_zenith: _Optional[float] = ..., view_azimuth: _Optional[float] = ...) -> None: ...
 
 class ArrayRef(_message.Message):
     __slots__ = ("key", "dtype", "shape", "sha256")

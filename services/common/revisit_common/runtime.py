@@ -82,6 +82,7 @@ class ServiceApp:
     ) -> None:
         self.service = service
         self.settings = settings
+        self.registry = registry
         self.metrics = ServiceMetrics(service, registry)
         self.stop = threading.Event()
         self.state = "starting"

@@ -19,6 +19,11 @@ def handle_scene(
     scene: pb.SceneDiscovered, store: LocalPayloadStore, grid: LczGrid
 ) -> list[Output]:
     """LCZ patches of a scene over its city AOI; other AOI kinds come with later stages."""
+    if scene.sensor == "sentinel-1":
+        log.info(
+            "preprocess: Sentinel-1 scenes have no product yet, %s skipped", scene.header.scene_id
+        )
+        return []
     if scene.aoi.kind != "city":
         log.info("preprocess: no product for AOI kind %r yet, skipped", scene.aoi.kind)
         return []

@@ -1,7 +1,9 @@
 """Tables of the system of record. Geometries are stored in EPSG:4326 (WGS 84).
 
-- ``aoi``: areas of interest that the catalog watches.
-- ``scene``: one row per discovered acquisition (STAC item).
+- ``aoi``: areas of interest that the catalog watches, with what it searches for them.
+- ``scene``: one row per discovered STAC item; the versions of one acquisition share
+  its ``acquisition_key``, and an older version names the one that superseded it.
+- ``catalog_cursor``: how far the catalog has searched, per AOI, source, collection, mode.
 - ``scene_processing``: the processing status of a scene for one AOI and indicator,
   from discovery to storage, with its timings.
 - ``lcz_cell``: Local Climate Zone of a grid cell of a city AOI, per acquisition and model.
@@ -15,6 +17,7 @@ from geoalchemy2 import Geometry
 from sqlalchemy import (
     ARRAY,
     REAL,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -25,6 +28,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -44,6 +50,13 @@ class Aoi(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(20))
     geom = mapped_column(Geometry("GEOMETRY", srid=SRID, spatial_index=False), nullable=False)
+    collections: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("ARRAY['sentinel-2-l2a']")
+    )
+    max_cloud_cover: Mapped[float | None] = mapped_column(REAL)
+    season_start: Mapped[str | None] = mapped_column(String(5))  # "MM-DD", every year
+    season_end: Mapped[str | None] = mapped_column(String(5))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
         CheckConstraint(f"kind IN {AOI_KINDS}", name="aoi_kind_known"),
@@ -61,8 +74,18 @@ class Scene(Base):
     cloud_cover: Mapped[float | None] = mapped_column(Float)
     processing_baseline: Mapped[str | None] = mapped_column(Text)
     footprint = mapped_column(Geometry("GEOMETRY", srid=SRID, spatial_index=False))
+    acquisition_key: Mapped[str | None] = mapped_column(Text)
+    sensor: Mapped[str | None] = mapped_column(Text)
+    platform: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
+    generated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reprocessed: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    superseded_by: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("scene_footprint", "footprint", postgresql_using="gist"),)
+    __table_args__ = (
+        Index("scene_footprint", "footprint", postgresql_using="gist"),
+        Index("scene_acquisition_key", "acquisition_key"),
+    )
 
 
 class SceneProcessing(Base):
@@ -78,6 +101,23 @@ class SceneProcessing(Base):
 
     __table_args__ = (
         CheckConstraint(f"status IN {SCENE_STATUSES}", name="scene_processing_status_known"),
+    )
+
+
+class CatalogCursor(Base):
+    __tablename__ = "catalog_cursor"
+
+    aoi_id: Mapped[int] = mapped_column(ForeignKey("aoi.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    collection: Mapped[str] = mapped_column(Text, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(20), primary_key=True)  # "poll" or "backfill"
+    position: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # searched up to here
+    range_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # backfill
+    range_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("mode IN ('poll', 'backfill')", name="catalog_cursor_mode_known"),
     )
 
 

@@ -1,0 +1,187 @@
+"""Searching a source for one AOI and collection over a time window, publishing what is
+new, and moving the cursor: the steps that polling and backfill share."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as MetricCounter
+from sqlalchemy import Engine
+
+from revisit_catalog.handler import OUTCOMES, Discovery, Subscription, discover
+from revisit_catalog.registry import (
+    Cursor,
+    mark_published,
+    published,
+    read_cursor,
+    record_scene,
+    save_cursor,
+)
+from revisit_catalog.sources import Source
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import TransientError
+from revisit_common.events import SCENES_TOPIC, dlq_topic, now, timestamp
+from revisit_common.runtime import Output, ServiceApp
+
+log = logging.getLogger("revisit_catalog")
+
+
+class CatalogMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.items = MetricCounter(
+            "revisit_catalog_items",
+            "STAC items seen per subscription, by outcome (published, reprocessed, "
+            "duplicate, outdated, too_cloudy, out_of_season, rejected).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in OUTCOMES:
+            self.items.labels(outcome)
+
+
+@dataclass
+class Summary:
+    """What a poll or a backfill did."""
+
+    windows: int = 0
+    items: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def add(self, items: int, found: Discovery) -> None:
+        self.windows += 1
+        self.items += items
+        self.outcomes.update(found.outcomes)
+
+    def line(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()) if v)
+        return f"{self.windows} searches, {self.items} items: {counts or 'nothing new'}"
+
+
+class Ingest:
+    """Publishes scene events for subscriptions, from one source, through one app."""
+
+    def __init__(self, app: ServiceApp, engine: Engine, source: Source) -> None:
+        self.app = app
+        self.engine = engine
+        self.source = source
+        self.metrics = CatalogMetrics(app.registry)
+
+    def window(
+        self, sub: Subscription, collection: str, start: datetime, end: datetime
+    ) -> tuple[int, Discovery]:
+        """Search [start, end] for one AOI and collection; publish, dead-letter; returns
+        the number of items found and the discovery."""
+        items = list(self.source.search(collection, sub.geometry, start, end))
+        one = Subscription(sub.aoi, (collection,), sub.max_cloud_cover, sub.season)
+        found = discover(
+            items, [one], lambda keys: published(self.engine, keys), now(), self.source.name
+        )
+        self._publish(found)
+        for outcome, count in found.outcomes.items():
+            self.metrics.items.labels(outcome).inc(count)
+        return len(items), found
+
+    def _publish(self, found: Discovery) -> None:
+        for item, error in found.rejected:
+            letter = pb.DeadLetter(
+                stage="catalog",
+                source_topic=self.source.name,
+                value=json.dumps(item.to_dict(transform_hrefs=False)).encode(),
+                key=item.id.encode(),
+                error_type=type(error).__name__,
+                error=str(error),
+                failed_at=timestamp(now()),
+            )
+            self.app.metrics.dead_lettered.labels(dlq_topic(SCENES_TOPIC)).inc()
+            log.error("catalog: item %s to DLQ: %s", item.id, error)
+            if not self.app.acknowledge(
+                self.app.send([Output(dlq_topic(SCENES_TOPIC), item.id.encode(), letter)])
+            ):
+                raise TransientError("DLQ record not acknowledged")
+        for scene in found.scenes:
+            # Recorded first, published, then marked: a crash in between publishes the
+            # scene again, which the idempotent stages downstream absorb; the reverse
+            # order could lose it.
+            record_scene(self.engine, scene)
+            if not self.app.acknowledge(
+                self.app.send([Output(SCENES_TOPIC, scene.tile_id.encode(), scene)])
+            ):
+                raise TransientError(f"scene {scene.header.scene_id} not acknowledged")
+            mark_published(self.engine, scene)
+            log.info(
+                "catalog: published %s for AOI %s%s",
+                scene.header.scene_id,
+                scene.aoi.name,
+                f" (reprocesses {scene.replaces_scene_id})" if scene.reprocessed else "",
+            )
+
+    def poll(
+        self,
+        subs: list[Subscription],
+        lookback: timedelta,
+        overlap: timedelta,
+        until: datetime | None = None,
+    ) -> Summary:
+        """Search each AOI and collection from its cursor (less `overlap`, for items
+        published late) to `until` (now); a new cursor starts `lookback` before."""
+        summary = Summary()
+        for sub in subs:
+            for collection in sub.collections:
+                end = until or now()
+                cursor = read_cursor(
+                    self.engine, sub.aoi.name, self.source.name, collection, "poll"
+                )
+                start = cursor.position - overlap if cursor else end - lookback
+                items, found = self.window(sub, collection, start, end)
+                save_cursor(
+                    self.engine, sub.aoi.name, self.source.name, collection, "poll", Cursor(end)
+                )
+                summary.add(items, found)
+        return summary
+
+    def backfill(
+        self,
+        sub: Subscription,
+        start: datetime,
+        end: datetime,
+        step: timedelta,
+        progress: Callable[[str, datetime, Summary], None] | None = None,
+    ) -> Summary:
+        """Search [start, end) window by window; the cursor is saved after each window, so
+        running the same backfill again resumes after the last complete window."""
+        summary = Summary()
+        for collection in sub.collections:
+            mode = "backfill"
+            cursor = read_cursor(self.engine, sub.aoi.name, self.source.name, collection, mode)
+            position = start
+            if cursor and (cursor.range_start, cursor.range_end) == (start, end):
+                position = cursor.position
+                if position > start:
+                    log.info("catalog: backfill of %s resumes at %s", collection, position)
+            while position < end:
+                if self.app.stop.is_set():
+                    return summary
+                window_end = min(position + step, end)
+                # STAC datetime intervals are closed: stop just short of the next window.
+                items, found = self.window(
+                    sub, collection, position, window_end - timedelta(microseconds=1)
+                )
+                summary.add(items, found)
+                position = window_end
+                save_cursor(
+                    self.engine,
+                    sub.aoi.name,
+                    self.source.name,
+                    collection,
+                    mode,
+                    Cursor(position, start, end),
+                )
+                if progress is not None:
+                    progress(collection, position, summary)
+        return summary
