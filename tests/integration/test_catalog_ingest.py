@@ -24,8 +24,15 @@ from sqlalchemy import Engine, func, select, text
 from revisit_catalog.handler import Subscription
 from revisit_catalog.ingest import Ingest
 from revisit_catalog.main import CatalogSettings
-from revisit_catalog.registry import Cursor, make_subscription, save_cursor, save_subscriptions
+from revisit_catalog.registry import (
+    Cursor,
+    make_subscription,
+    save_cursor,
+    save_subscriptions,
+    subscriptions,
+)
 from revisit_catalog.sources import HttpPolicy, StacApiSource, StaticSource
+from revisit_cli.__main__ import main as cli_main
 from revisit_cli.services import pythonpath
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
@@ -327,3 +334,43 @@ def test_backfill_killed_and_restarted_misses_and_repeats_nothing(
     assert searches_first + searches_second <= 31 + 1  # at most the window in flight again
     assert len(set(keys)) == 13  # nothing missing
     assert len(keys) == 13  # nothing repeated
+
+
+def test_aoi_add_and_list(
+    stack: StackConfig, engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # central Ouagadougou, a box in longitude/latitude
+    ouaga = tmp_path / "ouagadougou.geojson"
+    ring = [[-1.56, 12.33], [-1.48, 12.33], [-1.48, 12.40], [-1.56, 12.40], [-1.56, 12.33]]
+    ouaga.write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    db = f"--database-url={stack.database_url}"
+    add = ["aoi", "add", "ouagadougou", str(ouaga), "--kind=city", db]
+    assert (
+        cli_main(
+            [
+                *add,
+                "--collections=sentinel-2-l2a,sentinel-1-grd",
+                "--max-cloud=60",
+                "--season=10-01:03-31",
+            ]
+        )
+        == 0
+    )
+    assert cli_main(["aoi", "list", db]) == 0
+    listed = capsys.readouterr().out
+    assert "ouagadougou" in listed and "10-01:03-31" in listed and "60 %" in listed
+    assert "sentinel-2-l2a, sentinel-1-grd" in listed and "1 AOI(s)" in listed
+    (sub,) = subscriptions(engine, ["ouagadougou"])
+    assert sub.collections == ("sentinel-2-l2a", "sentinel-1-grd")
+    assert sub.max_cloud_cover == 60 and sub.season == ("10-01", "03-31")
+    assert sub.geometry.area == pytest.approx(0.08 * 0.07)
+    # mistakes are refused with the reason, and change nothing
+    assert cli_main([*add, "--collections=sentinel-2-l1c"]) == 2
+    assert "unknown collections ['sentinel-2-l1c']" in capsys.readouterr().out
+    assert cli_main([*add, "--max-cloud=120"]) == 2
+    assert cli_main([*add, "--season=13-01:02-01"]) == 2
+    utm = tmp_path / "utm.geojson"
+    utm.write_text(json.dumps({"type": "Point", "coordinates": [660000, 1366000]}))
+    assert cli_main(["aoi", "add", "utm", str(utm), "--kind=city", db]) == 2
+    assert "not longitude/latitude" in capsys.readouterr().out
+    assert subscriptions(engine, ["ouagadougou"]) == [sub]

@@ -97,6 +97,18 @@ def test_planetary_computer_items_map_with_angles_and_no_offset_before_n0400() -
     assert first.item_href.startswith("https://planetarycomputer.microsoft.com/api/stac/v1/")
 
 
+def test_safe_item_with_jpeg2000_only_maps_to_its_finest_jp2() -> None:
+    # ESA's own SAFE layout (and the Copernicus Data Space) has no COG: JP2 it is.
+    (item,) = items(
+        "stactools-sentinel2__esa_S2B_MSIL2A_20210122T133229_N0214_R081_T22HBD_20210122T155500.json"
+    )
+    by_band = bands(map_item(item, NOW).event)
+    assert set(by_band) == S2_BANDS | {S2_SCL}
+    assert by_band["B04"].href.endswith("IMG_DATA/R10m/T22HBD_20210122T133229_B04_10m.jp2")
+    assert by_band["B05"].href.endswith("IMG_DATA/R20m/T22HBD_20210122T133229_B05_20m.jp2")
+    assert by_band["B04"].offset == 0.0  # baseline 02.14
+
+
 def test_earth_search_v0_item_baseline_from_its_product_id() -> None:
     (item,) = items("odc-stac__S2A_28QCH_20200714_0_L2A.json")
     event = map_item(item, NOW).event
@@ -138,12 +150,6 @@ def test_bad_items_are_poison_with_the_reason() -> None:
     l1c = next(i for i in items(EARTH_SEARCH_S2) if i.collection_id == "sentinel-2-l1c")
     with pytest.raises(PoisonError, match="unknown collection 'sentinel-2-l1c'"):
         map_item(l1c, NOW)
-    # ESA's own SAFE record lists JPEG 2000 files only: no windowed COG reads possible
-    (jp2,) = items(
-        "stactools-sentinel2__esa_S2B_MSIL2A_20210122T133229_N0214_R081_T22HBD_20210122T155500.json"
-    )
-    with pytest.raises(PoisonError, match="no Sentinel-2 band asset"):
-        map_item(jp2, NOW)
 
 
 def test_earth_search_response_one_event_per_acquisition_and_rejects_l1c() -> None:

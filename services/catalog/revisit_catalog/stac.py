@@ -67,6 +67,7 @@ _S2_DATATAKE = re.compile(r"(\d{8}T\d{6})")
 _S2_BASELINE_IN_ID = re.compile(r"_N(\d{2})(\d{2})_")
 _S1_ID = re.compile(r"^(S1[A-D])_([A-Z0-9]{2})_\w+?_(\d{8}T\d{6})_(\d{8}T\d{6})_")
 _TIFF = "image/tiff"
+_JP2 = "image/jp2"
 
 
 def sensor_of(item: pystac.Item) -> str:
@@ -156,23 +157,26 @@ def _band_asset(name: str, asset: pystac.Asset, scale: float, offset: float) -> 
 
 
 def _s2_bands(item: pystac.Item, baseline: str) -> list[pb.BandAsset]:
-    # Providers list a band several times (10 m and 20 m COGs, JP2 copies): keep the
-    # finest GeoTIFF of each band.
-    best: dict[str, tuple[float, int, pystac.Asset]] = {}
+    # Providers list a band several times (10 m and 20 m files, JP2 copies of COGs): keep
+    # the finest GeoTIFF of each band (cloud-optimised: windowed reads), else the finest
+    # JPEG 2000 (the Copernicus Data Space and ESA's SAFE have nothing else).
+    best: dict[str, tuple[bool, float, int, pystac.Asset]] = {}
     for key, asset in item.assets.items():
         name = band_name(key, asset)
-        if name is None or not (asset.media_type or "").startswith(_TIFF):
+        media = asset.media_type or ""
+        if name is None or not media.startswith((_TIFF, _JP2)):
             continue
-        rank = (_resolution(asset), len(key), asset)
-        if name not in best or rank[:2] < best[name][:2]:
+        rank = (not media.startswith(_TIFF), _resolution(asset), len(key), asset)
+        if name not in best or rank[:3] < best[name][:3]:
             best[name] = rank
     if not S2_BANDS & set(best):
         raise PoisonError(
-            f"item {item.id}: no Sentinel-2 band asset (GeoTIFF) among {list(item.assets)}"
+            f"item {item.id}: no Sentinel-2 band asset (GeoTIFF or JPEG 2000) "
+            f"among {list(item.assets)}"
         )
     bands = []
     for name in sorted(best):
-        asset = best[name][2]
+        asset = best[name][3]
         raster = _raster(asset)
         if name == S2_SCL:
             scale, offset = 1.0, 0.0
