@@ -225,7 +225,8 @@ def record_scene(engine: Engine, event: pb.SceneDiscovered) -> None:
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[Scene.id],
-                set_={k: stmt.excluded[k] for k in ("processing_baseline", "generated_at")},
+                # the acquisition time stays: rows downstream are keyed by it
+                set_={k: stmt.excluded[k] for k in values if k not in ("id", "acquired_at")},
             )
         )
         if event.replaces_scene_id and event.replaces_scene_id != event.header.scene_id:

@@ -7,6 +7,10 @@
 - ``catalog_cursor``: how far the catalog has searched, per AOI, source, collection and
   mode (``poll`` or ``backfill``), so that a restart resumes where it stopped.
 
+Scenes recorded before this revision have no acquisition key: the catalog fills it in
+when it sees their items again (at worst publishing them once more, which the stages
+downstream absorb: their rows are keyed by acquisition time).
+
 Revision ID: 0002
 Revises: 0001
 """
