@@ -49,8 +49,8 @@ PROVIDERS = {
     "cdse": Provider("https://stac.dataspace.copernicus.eu/v1"),
 }
 
-#: A signer changes an item in place (asset hrefs) before it is mapped, e.g. to add the
-#: short-lived SAS token Planetary Computer's blob storage needs.
+#: A signer changes a pystac.Item in place (its asset hrefs) before it is mapped, e.g. to
+#: add the short-lived SAS token Planetary Computer's blob storage needs.
 Signer = Callable[[Any], Any]
 
 
@@ -143,7 +143,6 @@ class StacApiSource:
                 self._client = Client.open(
                     self.url,
                     stac_io=io,
-                    modifier=self._signer,
                     request_modifier=RateLimiter(self.policy.requests_per_second),
                     timeout=self.policy.timeout_s,
                 )
@@ -161,7 +160,10 @@ class StacApiSource:
             limit=self.page_size,
         )
         try:
-            yield from search.items()
+            for item in search.items():
+                if self._signer is not None:
+                    self._signer(item)
+                yield item
         except (APIError, requests.RequestException) as exc:
             raise TransientError(f"search of {collection} at {self.url} failed: {exc}") from exc
 
