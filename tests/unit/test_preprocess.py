@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 
 from revisit_common import events_pb2 as pb
@@ -81,3 +82,55 @@ def test_window_is_snapped_to_the_patch_grid_and_clipped() -> None:
     assert (
         snapped_window((500000.0, 5000000.0, 500010.0, 5000010.0), transform, 100, 100, 32) is None
     )
+
+
+def with_scl(scene: pb.SceneDiscovered, path: Path, cloudy_columns: float) -> pb.SceneDiscovered:
+    """The scene plus a 20 m SCL raster on its grid (EPSG:32631): vegetation (4), with
+    cloud (9) over the given share of columns from the west and cloud shadow (3) in a
+    seeded scatter of pixels."""
+    b02 = next(b for b in scene.bands if b.band == "B02")
+    with rasterio.open(b02.href) as ref:
+        transform = ref.transform @ Affine.scale(2)  # 10 m → 20 m
+        height, width, crs = ref.height // 2, ref.width // 2, ref.crs
+    classes = np.full((height, width), 4, dtype=np.uint8)
+    classes[:, : round(width * cloudy_columns)] = 9
+    shadow = np.random.default_rng(7).random((height, width)) < 0.01
+    classes[shadow & (classes == 4)] = 3
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        dtype="uint8",
+        count=1,
+        width=width,
+        height=height,
+        crs=crs,
+        transform=transform,
+        nodata=0,
+    ) as out:
+        out.write(classes, 1)
+    masked = pb.SceneDiscovered()
+    masked.CopyFrom(scene)
+    masked.bands.append(pb.BandAsset(band="SCL", href=str(path), scale=1.0))
+    return masked
+
+
+def test_scl_clouds_mask_patches_and_a_fully_cloudy_aoi_is_no_valid_observation(
+    june: pb.SceneDiscovered, tmp_path: Path
+) -> None:
+    store = LocalPayloadStore(tmp_path)
+    (clear,) = handle_scene(june, store, LczGrid())
+    assert isinstance(clear.event, pb.ObservationBatch)
+    assert any("no SCL band" in n for n in clear.event.notes)
+    grid = LczGrid(min_valid_fraction=0.9)
+    (half,) = handle_scene(with_scl(june, tmp_path / "half.tif", 0.5), store, grid)
+    assert isinstance(half.event, pb.ObservationBatch)
+    kept = {p.cell_id for p in half.event.lcz_patches}
+    assert 0 < len(kept) < len(clear.event.lcz_patches)
+    assert kept < {p.cell_id for p in clear.event.lcz_patches}
+    assert all(0.9 <= p.valid_fraction < 1.0 for p in half.event.lcz_patches)  # shadows
+    west = min(int(p.cell_id.split(":")[1]) for p in clear.event.lcz_patches)
+    assert all(int(c.split(":")[1]) > west for c in kept)  # the cloudy west is gone
+    (cloudy,) = handle_scene(with_scl(june, tmp_path / "all.tif", 1.0), store, grid)
+    assert isinstance(cloudy.event, pb.ObservationBatch)
+    assert cloudy.event.no_valid_observation and not cloudy.event.lcz_patches

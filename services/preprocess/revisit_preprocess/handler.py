@@ -11,6 +11,9 @@ from revisit_common.runtime import Output
 from revisit_preprocess.lcz import LczGrid, cut_patches, select_bands
 from revisit_preprocess.raster import read_stack
 
+#: The scene classification band that the catalog passes along with the reflectances.
+SCL = "SCL"
+
 log = logging.getLogger(__name__)
 PRODUCER = "preprocess"
 
@@ -28,7 +31,10 @@ def handle_scene(
         log.info("preprocess: no product for AOI kind %r yet, skipped", scene.aoi.kind)
         return []
     bands, notes = select_bands(scene, grid)
-    stack = read_stack(bands, scene.aoi.geometry_wkt, grid.stride_px)
+    scl = next((b for b in scene.bands if b.band == SCL), None)
+    if scl is None:
+        notes.append("no SCL band: pixels masked by nodata only, clouds are not")
+    stack = read_stack(bands, scene.aoi.geometry_wkt, grid.stride_px, scl)
     batch = pb.ObservationBatch(
         header=derived_header(PRODUCER, scene.header),
         tile_id=scene.tile_id,

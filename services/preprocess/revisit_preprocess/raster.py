@@ -25,12 +25,18 @@ from revisit_common.errors import PoisonError, TransientError
 #: Tuned for Cloud-Optimized GeoTIFFs over HTTP: no directory listing, few round trips.
 GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "1",
 }
+
+
+#: Sentinel-2 scene classification (SCL) classes that make a pixel unusable: no data (0),
+#: saturated or defective (1), cloud shadow (3), cloud medium (8) and high (9)
+#: probability, thin cirrus (10), snow or ice (11).
+SCL_INVALID = (0, 1, 3, 8, 9, 10, 11)
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,13 @@ def snapped_window(
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def read_stack(bands: list[pb.BandAsset], aoi_wkt_4326: str, step: int) -> BandStack | None:
+def read_stack(
+    bands: list[pb.BandAsset], aoi_wkt_4326: str, step: int, scl: pb.BandAsset | None = None
+) -> BandStack | None:
     """Read `bands` (in that order) over the AOI; None when the AOI misses the scene.
 
-    The first band is the reference: its grid (10 m) is the grid of the result.
+    The first band is the reference: its grid (10 m) is the grid of the result. With an
+    `scl` band, pixels of the `SCL_INVALID` classes are not valid either.
     """
     with rasterio.Env(**GDAL_ENV), ExitStack() as opened:
         sources = [opened.enter_context(_open(band)) for band in bands]
@@ -113,6 +122,19 @@ def read_stack(bands: list[pb.BandAsset], aoi_wkt_4326: str, step: int) -> BandS
             if nodata is not None:
                 valid &= dn != nodata
             reflectance[i] = dn.astype(np.float32) * band.scale + band.offset
+        if scl is not None:
+            src = opened.enter_context(_open(scl))
+            try:
+                # classes: nearest neighbour onto the 10 m grid, never interpolated
+                classes = src.read(
+                    1,
+                    window=from_bounds(*bounds, transform=src.transform),
+                    out_shape=shape_out,
+                    resampling=Resampling.nearest,
+                )
+            except (RasterioError, OSError) as exc:
+                raise _read_error(scl.href, exc) from exc
+            valid &= ~np.isin(classes, SCL_INVALID)
     valid &= np.isfinite(reflectance).all(axis=0)
     return BandStack(
         reflectance, valid, transform, crs, aoi, int(window.row_off), int(window.col_off)
