@@ -12,9 +12,10 @@ import pystac
 import pytest
 
 from revisit_catalog.handler import Published, Subscription, discover
-from revisit_catalog.stac import S2_BANDS, S2_SCL, map_item, scene_event, version_of
+from revisit_catalog.stac import S2_BANDS, map_item, scene_event, version_of
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
+from revisit_common.events import SCL_BAND
 
 STAC = Path(__file__).parents[1] / "data" / "stac"
 AOI = pb.Aoi(name="any", kind="city", geometry_wkt="POINT (0 0)")
@@ -55,12 +56,12 @@ def test_n0400_item_carries_the_boa_offset_the_finest_cogs_and_angles() -> None:
     event = scene_event(item, AOI, NOW)
     by_band = bands(event)
     assert event.tile_id == "33XWJ" and event.processing_baseline == "04.00"
-    assert set(by_band) == S2_BANDS | {S2_SCL}  # twelve bands and the SCL, once each
-    reflectance = [b for name, b in by_band.items() if name != S2_SCL]
+    assert set(by_band) == S2_BANDS | {SCL_BAND}  # twelve bands and the SCL, once each
+    reflectance = [b for name, b in by_band.items() if name != SCL_BAND]
     assert all(
         b.scale == pytest.approx(1e-4) and b.offset == pytest.approx(-0.1) for b in reflectance
     )
-    assert by_band[S2_SCL].scale == 1.0 and by_band[S2_SCL].offset == 0.0
+    assert by_band[SCL_BAND].scale == 1.0 and by_band[SCL_BAND].offset == 0.0
     assert by_band["B02"].href.endswith("R10m/T33XWJ_20220413T150759_B02_10m.tif")
     assert by_band["B8A"].href.endswith("R20m/T33XWJ_20220413T150759_B8A_20m.tif")
     assert all(b.has_nodata and b.nodata == 0 for b in by_band.values())
@@ -103,7 +104,7 @@ def test_safe_item_with_jpeg2000_only_maps_to_its_finest_jp2() -> None:
         "stactools-sentinel2__esa_S2B_MSIL2A_20210122T133229_N0214_R081_T22HBD_20210122T155500.json"
     )
     by_band = bands(map_item(item, NOW).event)
-    assert set(by_band) == S2_BANDS | {S2_SCL}
+    assert set(by_band) == S2_BANDS | {SCL_BAND}
     assert by_band["B04"].href.endswith("IMG_DATA/R10m/T22HBD_20210122T133229_B04_10m.jp2")
     assert by_band["B05"].href.endswith("IMG_DATA/R20m/T22HBD_20210122T133229_B05_20m.jp2")
     assert by_band["B04"].offset == 0.0  # baseline 02.14

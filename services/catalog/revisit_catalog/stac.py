@@ -20,11 +20,9 @@ from shapely.geometry.base import BaseGeometry
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.events import root_header, timestamp
+from revisit_common.events import SCL_BAND, SENTINEL1, SENTINEL2, root_header, timestamp
 
 PRODUCER = "catalog"
-SENTINEL2 = "sentinel-2"
-SENTINEL1 = "sentinel-1"
 
 #: Collections the catalog knows, and the sensor of each. Earth Search v1 (`sentinel-2-l2a`,
 #: `sentinel-2-c1-l2a`, `sentinel-1-grd`), Earth Search v0 (`sentinel-s2-l2a-cogs`),
@@ -55,8 +53,6 @@ S2_COMMON_NAMES = {
     "swir22": "B12",
 }
 S2_BANDS = {"B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"}
-#: The scene classification layer travels with the bands: preprocessing masks clouds with it.
-S2_SCL = "SCL"
 S1_POLARIZATIONS = {"VV", "VH", "HH", "HV"}
 #: L2A digital numbers are reflectance × 10000; from processing baseline 04.00 on
 #: (2022-01-25) they also carry an offset of −1000 (BOA_ADD_OFFSET).
@@ -91,7 +87,7 @@ def sensor_of(item: pystac.Item) -> str:
 def band_name(key: str, asset: pystac.Asset) -> str | None:
     """The Sentinel-2 band (or SCL) an asset holds, whatever the provider calls it."""
     candidate = key.split("_")[0]
-    if candidate.upper() in S2_BANDS or candidate.upper() == S2_SCL:
+    if candidate.upper() in S2_BANDS or candidate.upper() == SCL_BAND:
         return candidate.upper()
     if candidate in S2_COMMON_NAMES:
         return S2_COMMON_NAMES[candidate]
@@ -178,7 +174,7 @@ def _s2_bands(item: pystac.Item, baseline: str) -> list[pb.BandAsset]:
     for name in sorted(best):
         asset = best[name][3]
         raster = _raster(asset)
-        if name == S2_SCL:
+        if name == SCL_BAND:
             scale, offset = 1.0, 0.0
         else:
             scale = float(raster.get("scale", S2_SCALE))

@@ -16,6 +16,12 @@ SCENES_TOPIC = "eo.scenes.v1"
 OBSERVATIONS_TOPIC = "eo.observations.v1"
 PREDICTIONS_TOPIC = "eo.predictions.v1"
 
+#: Values of `SceneDiscovered.sensor`.
+SENTINEL2 = "sentinel-2"
+SENTINEL1 = "sentinel-1"
+#: The Sentinel-2 scene classification layer, a `BandAsset` of its own in scene events.
+SCL_BAND = "SCL"
+
 
 def dlq_topic(topic: str) -> str:
     """The dead-letter topic of the stage that consumes ``topic``."""

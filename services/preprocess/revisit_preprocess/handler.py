@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 
 from revisit_common import events_pb2 as pb
-from revisit_common.events import OBSERVATIONS_TOPIC, derived_header
+from revisit_common.events import OBSERVATIONS_TOPIC, SCL_BAND, SENTINEL1, derived_header
 from revisit_common.payload import LocalPayloadStore
 from revisit_common.runtime import Output
 from revisit_preprocess.lcz import LczGrid, cut_patches, select_bands
 from revisit_preprocess.raster import read_stack
-
-#: The scene classification band that the catalog passes along with the reflectances.
-SCL = "SCL"
 
 log = logging.getLogger(__name__)
 PRODUCER = "preprocess"
@@ -22,7 +19,7 @@ def handle_scene(
     scene: pb.SceneDiscovered, store: LocalPayloadStore, grid: LczGrid
 ) -> list[Output]:
     """LCZ patches of a scene over its city AOI; other AOI kinds come with later stages."""
-    if scene.sensor == "sentinel-1":
+    if scene.sensor == SENTINEL1:
         log.info(
             "preprocess: Sentinel-1 scenes have no product yet, %s skipped", scene.header.scene_id
         )
@@ -31,7 +28,7 @@ def handle_scene(
         log.info("preprocess: no product for AOI kind %r yet, skipped", scene.aoi.kind)
         return []
     bands, notes = select_bands(scene, grid)
-    scl = next((b for b in scene.bands if b.band == SCL), None)
+    scl = next((b for b in scene.bands if b.band == SCL_BAND), None)
     if scl is None:
         notes.append("no SCL band: pixels masked by nodata only, clouds are not")
     stack = read_stack(bands, scene.aoi.geometry_wkt, grid.stride_px, scl)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -107,38 +108,42 @@ def read_stack(
                 raise PoisonError(
                     f"band {band.band} is in {src.crs}, band {reference.band} in {crs}"
                 )
-            try:
-                # 20 m bands are resampled onto the 10 m grid of the reference band.
-                dn = src.read(
-                    1,
-                    window=from_bounds(*bounds, transform=src.transform),
-                    out_shape=shape_out,
-                    resampling=Resampling.bilinear,
-                    boundless=False,
-                )
-            except (RasterioError, OSError) as exc:
-                raise _read_error(band.href, exc) from exc
+            # 20 m bands are resampled onto the 10 m grid of the reference band.
+            dn = _read_onto(src, band.href, bounds, shape_out, Resampling.bilinear)
             nodata = band.nodata if band.has_nodata else src.nodata
             if nodata is not None:
                 valid &= dn != nodata
             reflectance[i] = dn.astype(np.float32) * band.scale + band.offset
         if scl is not None:
             src = opened.enter_context(_open(scl))
-            try:
-                # classes: nearest neighbour onto the 10 m grid, never interpolated
-                classes = src.read(
-                    1,
-                    window=from_bounds(*bounds, transform=src.transform),
-                    out_shape=shape_out,
-                    resampling=Resampling.nearest,
-                )
-            except (RasterioError, OSError) as exc:
-                raise _read_error(scl.href, exc) from exc
+            # classes: nearest neighbour onto the 10 m grid, never interpolated
+            classes = _read_onto(src, scl.href, bounds, shape_out, Resampling.nearest)
             valid &= ~np.isin(classes, SCL_INVALID)
     valid &= np.isfinite(reflectance).all(axis=0)
     return BandStack(
         reflectance, valid, transform, crs, aoi, int(window.row_off), int(window.col_off)
     )
+
+
+def _read_onto(
+    src: rasterio.DatasetReader,
+    href: str,
+    bounds: tuple[float, float, float, float],
+    shape_out: tuple[int, int],
+    resampling: Resampling,
+) -> npt.NDArray[Any]:
+    """The first band of `src` over `bounds`, resampled to `shape_out` pixels."""
+    try:
+        data: npt.NDArray[Any] = src.read(
+            1,
+            window=from_bounds(*bounds, transform=src.transform),
+            out_shape=shape_out,
+            resampling=resampling,
+            boundless=False,
+        )
+    except (RasterioError, OSError) as exc:
+        raise _read_error(href, exc) from exc
+    return data
 
 
 def _open(band: pb.BandAsset) -> rasterio.DatasetReader:
