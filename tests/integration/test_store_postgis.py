@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from revisit_catalog.handler import Subscription
-from revisit_catalog.registry import mark_published, record_scene, save_subscriptions
+from revisit_catalog.registry import mark_published, record_scenes, save_subscriptions
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.db.migrate import downgrade, upgrade
@@ -87,8 +87,8 @@ def test_migrations_go_down_and_up(stack: StackConfig) -> None:
 def test_replaying_a_batch_leaves_every_table_unchanged(engine: Engine) -> None:
     scene = scene_event()
     save_subscriptions(engine, [Subscription(AOI)])
-    record_scene(engine, scene)
-    mark_published(engine, scene)
+    record_scenes(engine, [scene])
+    mark_published(engine, [scene])
     batch = predictions(scene, [9, 14, 14, 9])
     write(engine, rows_for(batch))
     before = {

@@ -7,12 +7,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 import pystac
 from shapely import wkt
 from shapely.geometry.base import BaseGeometry
 
-from revisit_catalog.stac import COLLECTIONS, MappedItem, map_item
+from revisit_catalog.stac import COLLECTIONS, MappedItem, Version, map_item
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 
@@ -45,8 +46,9 @@ class Subscription:
             except ValueError as exc:
                 raise ValueError(f"season bound {day!r} is not MM-DD") from exc
 
-    @property
+    @cached_property
     def geometry(self) -> BaseGeometry:
+        """The AOI, parsed once (it is tested against every item)."""
         return wkt.loads(self.aoi.geometry_wkt)
 
     def in_season(self, when: datetime) -> bool:
@@ -70,7 +72,7 @@ class Published:
     """The version of an acquisition last published for an AOI."""
 
     scene_id: str
-    version: tuple[float, datetime]
+    version: Version
     acquired_at: datetime
 
 
@@ -79,6 +81,11 @@ class Discovery:
     scenes: list[pb.SceneDiscovered] = field(default_factory=list)
     rejected: list[tuple[pystac.Item, PoisonError]] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+
+
+def _repeat(seen: Version, kept: Version) -> str:
+    """The outcome of a version that is not newer than the one kept."""
+    return "duplicate" if seen == kept else "outdated"
 
 
 def newest_versions(
@@ -99,7 +106,7 @@ def newest_versions(
             continue
         if mapped.version > held.version:
             newest[mapped.acquisition_key], held = mapped, newest[mapped.acquisition_key]
-        result.outcomes["duplicate" if mapped.version == held.version else "outdated"] += 1
+        result.outcomes[_repeat(mapped.version, held.version)] += 1
     return list(newest.values())
 
 
@@ -113,8 +120,8 @@ def discover(
     """Scene events for the new acquisitions and versions over each subscription.
 
     `published(keys)` maps (acquisition key, AOI name) to what was published before, for
-    the acquisition keys of these items. The same
-    acquisition seen again, from any provider or collection, is a `duplicate` unless its
+    the acquisition keys of these items. The same acquisition seen again, from any
+    provider or collection, is a `duplicate` (or `outdated`, when older) unless its
     version (processing baseline, then production time) is newer: then it is published
     with `reprocessed` set, under the acquisition time of the version it replaces, so
     that rows downstream are overwritten rather than duplicated.
@@ -140,9 +147,7 @@ def discover(
             before = before_now.get((mapped.acquisition_key, sub.aoi.name))
             if before is not None:
                 if mapped.version <= before.version:
-                    result.outcomes[
-                        "duplicate" if mapped.version == before.version else "outdated"
-                    ] += 1
+                    result.outcomes[_repeat(mapped.version, before.version)] += 1
                     continue
                 scene.reprocessed = True
                 scene.replaces_scene_id = before.scene_id

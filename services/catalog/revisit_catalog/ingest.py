@@ -7,7 +7,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry
@@ -20,13 +20,12 @@ from revisit_catalog.registry import (
     mark_published,
     published,
     read_cursor,
-    record_scene,
+    record_scenes,
     save_cursor,
 )
 from revisit_catalog.sources import Source
-from revisit_common import events_pb2 as pb
 from revisit_common.errors import TransientError
-from revisit_common.events import SCENES_TOPIC, dlq_topic, now, timestamp
+from revisit_common.events import SCENES_TOPIC, now
 from revisit_common.runtime import Output, ServiceApp
 
 log = logging.getLogger("revisit_catalog")
@@ -78,7 +77,7 @@ class Ingest:
         """Search [start, end] for one AOI and collection; publish, dead-letter; returns
         the number of items found and the discovery."""
         items = list(self.source.search(collection, sub.geometry, start, end))
-        one = Subscription(sub.aoi, (collection,), sub.max_cloud_cover, sub.season)
+        one = replace(sub, collections=(collection,))
         found = discover(
             items, [one], lambda keys: published(self.engine, keys), now(), self.source.name
         )
@@ -88,32 +87,22 @@ class Ingest:
         return len(items), found
 
     def _publish(self, found: Discovery) -> None:
+        letters = []
         for item, error in found.rejected:
-            letter = pb.DeadLetter(
-                stage="catalog",
-                source_topic=self.source.name,
-                value=json.dumps(item.to_dict(transform_hrefs=False)).encode(),
-                key=item.id.encode(),
-                error_type=type(error).__name__,
-                error=str(error),
-                failed_at=timestamp(now()),
-            )
-            self.app.metrics.dead_lettered.labels(dlq_topic(SCENES_TOPIC)).inc()
             log.error("catalog: item %s to DLQ: %s", item.id, error)
-            if not self.app.acknowledge(
-                self.app.send([Output(dlq_topic(SCENES_TOPIC), item.id.encode(), letter)])
-            ):
-                raise TransientError("DLQ record not acknowledged")
+            value = json.dumps(item.to_dict(transform_hrefs=False)).encode()
+            letters.append(
+                self.app.dead_letter(SCENES_TOPIC, self.source.name, item.id.encode(), value, error)
+            )
+        # Recorded first, published, then marked: a crash in between publishes the scenes
+        # again, which the idempotent stages downstream absorb; the reverse order could
+        # lose them.
+        record_scenes(self.engine, found.scenes)
+        outputs = [Output(SCENES_TOPIC, s.tile_id.encode(), s) for s in found.scenes]
+        if not self.app.acknowledge(self.app.send(letters + outputs)):
+            raise TransientError("scene or DLQ records not acknowledged")
+        mark_published(self.engine, found.scenes)
         for scene in found.scenes:
-            # Recorded first, published, then marked: a crash in between publishes the
-            # scene again, which the idempotent stages downstream absorb; the reverse
-            # order could lose it.
-            record_scene(self.engine, scene)
-            if not self.app.acknowledge(
-                self.app.send([Output(SCENES_TOPIC, scene.tile_id.encode(), scene)])
-            ):
-                raise TransientError(f"scene {scene.header.scene_id} not acknowledged")
-            mark_published(self.engine, scene)
             log.info(
                 "catalog: published %s for AOI %s%s",
                 scene.header.scene_id,
@@ -121,27 +110,41 @@ class Ingest:
                 f" (reprocesses {scene.replaces_scene_id})" if scene.reprocessed else "",
             )
 
+    def _cursor(self, sub: Subscription, collection: str, mode: str) -> Cursor | None:
+        return read_cursor(self.engine, sub.aoi.name, self.source.name, collection, mode)
+
+    def _save(self, sub: Subscription, collection: str, mode: str, cursor: Cursor) -> None:
+        save_cursor(self.engine, sub.aoi.name, self.source.name, collection, mode, cursor)
+
+    def backfill_position(
+        self, sub: Subscription, collection: str, start: datetime, end: datetime
+    ) -> datetime:
+        """Where a backfill of [start, end) starts: after the windows an earlier run of the
+        same backfill completed, else at `start`."""
+        cursor = self._cursor(sub, collection, "backfill")
+        if cursor and (cursor.range_start, cursor.range_end) == (start, end):
+            return cursor.position
+        return start
+
     def poll(
         self,
         subs: list[Subscription],
         lookback: timedelta,
         overlap: timedelta,
         until: datetime | None = None,
+        first: datetime | None = None,
     ) -> Summary:
         """Search each AOI and collection from its cursor (less `overlap`, for items
-        published late) to `until` (now); a new cursor starts `lookback` before."""
+        published late) to `until` (now); without a cursor, from `first`, else from
+        `lookback` before."""
         summary = Summary()
         for sub in subs:
             for collection in sub.collections:
                 end = until or now()
-                cursor = read_cursor(
-                    self.engine, sub.aoi.name, self.source.name, collection, "poll"
-                )
-                start = cursor.position - overlap if cursor else end - lookback
+                cursor = self._cursor(sub, collection, "poll")
+                start = cursor.position - overlap if cursor else first or end - lookback
                 items, found = self.window(sub, collection, start, end)
-                save_cursor(
-                    self.engine, sub.aoi.name, self.source.name, collection, "poll", Cursor(end)
-                )
+                self._save(sub, collection, "poll", Cursor(end))
                 summary.add(items, found)
         return summary
 
@@ -157,13 +160,9 @@ class Ingest:
         running the same backfill again resumes after the last complete window."""
         summary = Summary()
         for collection in sub.collections:
-            mode = "backfill"
-            cursor = read_cursor(self.engine, sub.aoi.name, self.source.name, collection, mode)
-            position = start
-            if cursor and (cursor.range_start, cursor.range_end) == (start, end):
-                position = cursor.position
-                if position > start:
-                    log.info("catalog: backfill of %s resumes at %s", collection, position)
+            position = self.backfill_position(sub, collection, start, end)
+            if position > start:
+                log.info("catalog: backfill of %s resumes at %s", collection, position)
             while position < end:
                 if self.app.stop.is_set():
                     return summary
@@ -174,14 +173,7 @@ class Ingest:
                 )
                 summary.add(items, found)
                 position = window_end
-                save_cursor(
-                    self.engine,
-                    sub.aoi.name,
-                    self.source.name,
-                    collection,
-                    mode,
-                    Cursor(position, start, end),
-                )
+                self._save(sub, collection, "backfill", Cursor(position, start, end))
                 if progress is not None:
                     progress(collection, position, summary)
         return summary

@@ -6,16 +6,13 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from revisit_catalog.ingest import Ingest, Summary
 from revisit_catalog.registry import (
-    Cursor,
     SubscriptionError,
     load_subscriptions,
-    read_cursor,
-    save_cursor,
     save_subscriptions,
     subscriptions,
 )
@@ -69,21 +66,13 @@ class CatalogSettings(ServiceSettings):
         return open_source(self.catalog_source, self.catalog_signer, policy)
 
 
-def seed_cursors(engine: Engine, ingest: Ingest, start: datetime | None) -> None:
-    """Start new poll cursors at `start`, when one is configured."""
-    if start is None:
-        return
-    for sub in subscriptions(engine):
-        for collection in sub.collections:
-            args = (engine, sub.aoi.name, ingest.source.name, collection, "poll")
-            if read_cursor(*args) is None:
-                save_cursor(*args, Cursor(start))
-
-
 def poll_once(ingest: Ingest, settings: CatalogSettings) -> Summary:
     """One poll of every AOI in PostGIS."""
     return ingest.poll(
-        subscriptions(ingest.engine), settings.catalog_lookback, settings.catalog_overlap
+        subscriptions(ingest.engine),
+        settings.catalog_lookback,
+        settings.catalog_overlap,
+        first=settings.catalog_start,
     )
 
 
@@ -106,7 +95,6 @@ def main() -> None:
         try:
             if not ready:  # once the database answers
                 save_subscriptions(engine, seed)
-                seed_cursors(engine, ingest, settings.catalog_start)
                 ready = True
             summary = poll_once(ingest, settings)
             log.info("catalog: poll done: %s", summary.line())

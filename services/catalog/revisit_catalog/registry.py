@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from revisit_catalog.handler import Published, Subscription
-from revisit_catalog.stac import COLLECTIONS, version_of
+from revisit_catalog.stac import COLLECTIONS, version
 from revisit_common import events_pb2 as pb
 from revisit_common.db.models import AOI_KINDS, Aoi, CatalogCursor, Scene, SceneProcessing
 from revisit_common.events import to_datetime
@@ -42,17 +42,23 @@ def read_aoi_geometry(path: Path) -> Any:
         geometries = [data.get("geometry")]
     else:
         geometries = [data]
-    if not geometries or any(g is None for g in geometries):
+    if not geometries:
         raise SubscriptionError(f"{path}: no geometry")
-    try:
-        geom = unary_union([shape(g) for g in geometries])
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise SubscriptionError(f"{path}: unreadable geometry: {exc}") from exc
-    if geom.is_empty or not geom.is_valid:
-        raise SubscriptionError(f"{path}: invalid or empty geometry")
+    geom = unary_union([_geometry(g, str(path)) for g in geometries])
     minx, miny, maxx, maxy = geom.bounds
     if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
         raise SubscriptionError(f"{path}: coordinates are not longitude/latitude (EPSG:4326)")
+    return geom
+
+
+def _geometry(geojson: Any, where: str) -> Any:
+    """A valid, non-empty shapely geometry from a GeoJSON geometry, or the reason why not."""
+    try:
+        geom = shape(geojson)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise SubscriptionError(f"{where}: unreadable geometry: {exc}") from exc
+    if geom.is_empty or not geom.is_valid:
+        raise SubscriptionError(f"{where}: invalid or empty geometry")
     return geom
 
 
@@ -98,12 +104,7 @@ def load_subscriptions(path: Path) -> list[Subscription]:
     subs = []
     for i, feature in enumerate(collection.get("features", [])):
         props = feature.get("properties") or {}
-        try:
-            geom = shape(feature["geometry"])
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise SubscriptionError(f"{path}: feature {i} has no readable geometry") from exc
-        if not geom.is_valid or geom.is_empty:
-            raise SubscriptionError(f"{path}: feature {i} has an invalid or empty geometry")
+        geom = _geometry(feature.get("geometry"), f"{path}: feature {i}")
         season = props.get("season")
         subs.append(
             make_subscription(
@@ -188,20 +189,15 @@ def published(engine: Engine, acquisition_keys: Iterable[str]) -> dict[tuple[str
         for key, aoi, scene_id, baseline, generated, acquired in conn.execute(query):
             if key is None:
                 continue
-            probe = pb.SceneDiscovered(processing_baseline=baseline or "")
-            if generated is not None:
-                probe.product_generated_at.FromDatetime(generated)
-            entry = Published(scene_id, version_of(probe), acquired)
+            entry = Published(scene_id, version(baseline, generated), acquired)
             held = found.get((key, aoi))
             if held is None or entry.version > held.version:
                 found[(key, aoi)] = entry
     return found
 
 
-def record_scene(engine: Engine, event: pb.SceneDiscovered) -> None:
-    """Record the scene version, before its event is published (rows downstream refer to
-    it); a reprocessed version marks the one it replaces as superseded."""
-    values = {
+def _scene_values(event: pb.SceneDiscovered) -> dict[str, Any]:
+    return {
         "id": event.header.scene_id,
         "collection": event.collection,
         "tile_id": event.tile_id,
@@ -220,39 +216,46 @@ def record_scene(engine: Engine, event: pb.SceneDiscovered) -> None:
         ),
         "reprocessed": event.reprocessed,
     }
+
+
+def record_scenes(engine: Engine, events: Iterable[pb.SceneDiscovered]) -> None:
+    """Record scene versions, before their events are published (rows downstream refer
+    to them); a reprocessed version marks the one it replaces as superseded."""
     with engine.begin() as conn:
-        stmt = insert(Scene).values(**values)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[Scene.id],
-                # the acquisition time stays: rows downstream are keyed by it
-                set_={k: stmt.excluded[k] for k in values if k not in ("id", "acquired_at")},
-            )
-        )
-        if event.replaces_scene_id and event.replaces_scene_id != event.header.scene_id:
+        for event in events:
+            values = _scene_values(event)
+            stmt = insert(Scene).values(**values)
             conn.execute(
-                update(Scene)
-                .where(Scene.id == event.replaces_scene_id)
-                .values(superseded_by=event.header.scene_id)
+                stmt.on_conflict_do_update(
+                    index_elements=[Scene.id],
+                    # the acquisition time stays: rows downstream are keyed by it
+                    set_={k: stmt.excluded[k] for k in values if k not in ("id", "acquired_at")},
+                )
             )
+            if event.replaces_scene_id and event.replaces_scene_id != event.header.scene_id:
+                conn.execute(
+                    update(Scene)
+                    .where(Scene.id == event.replaces_scene_id)
+                    .values(superseded_by=event.header.scene_id)
+                )
 
 
-def mark_published(engine: Engine, event: pb.SceneDiscovered) -> None:
-    """Remember that the scene was published for its AOI (after the broker acknowledged)."""
-    indicator = INDICATOR_OF_KIND.get(event.aoi.kind, event.aoi.kind)
+def mark_published(engine: Engine, events: Iterable[pb.SceneDiscovered]) -> None:
+    """Remember that scenes were published for their AOI (after the broker acknowledged)."""
     with engine.begin() as conn:
-        aoi_id = select(Aoi.id).where(Aoi.name == event.aoi.name).scalar_subquery()
-        conn.execute(
-            insert(SceneProcessing)
-            .values(
-                scene_id=event.header.scene_id,
-                aoi_id=aoi_id,
-                indicator=indicator,
-                status="discovered",
-                discovered_at=to_datetime(event.header.discovered_at),
+        for event in events:
+            aoi_id = select(Aoi.id).where(Aoi.name == event.aoi.name).scalar_subquery()
+            conn.execute(
+                insert(SceneProcessing)
+                .values(
+                    scene_id=event.header.scene_id,
+                    aoi_id=aoi_id,
+                    indicator=INDICATOR_OF_KIND.get(event.aoi.kind, event.aoi.kind),
+                    status="discovered",
+                    discovered_at=to_datetime(event.header.discovered_at),
+                )
+                .on_conflict_do_nothing()
             )
-            .on_conflict_do_nothing()
-        )
 
 
 @dataclass(frozen=True)

@@ -169,16 +169,29 @@ class StacApiSource:
 
 
 class StaticSource:
-    """A static catalog, ItemCollection or item (file or URL), filtered here; read once
-    per search, so that items added to it are found by the next poll."""
+    """A static catalog, ItemCollection or item (file or URL), filtered here. A URL is
+    read again for every search, a file again only when it changed, so that items added
+    to either are found by the next poll."""
 
     def __init__(self, location: str, name: str | None = None, signer: Signer | None = None):
         self.location = location
         self.name = name or location
         self._signer = signer
+        self._read: tuple[int, list[pystac.Item]] | None = None  # (file mtime, items)
 
     def items(self) -> list[pystac.Item]:
         """Every item of the source, unfiltered."""
+        if "://" in self.location:
+            return self._parse()
+        try:
+            changed = Path(self.location).stat().st_mtime_ns
+        except OSError as exc:
+            raise TransientError(f"cannot read the STAC source {self.location}: {exc}") from exc
+        if self._read is None or self._read[0] != changed:
+            self._read = (changed, self._parse())
+        return self._read[1]
+
+    def _parse(self) -> list[pystac.Item]:
         try:
             if "://" in self.location:
                 data = pystac.StacIO.default().read_json(self.location)
@@ -186,7 +199,7 @@ class StaticSource:
                 data = json.loads(Path(self.location).read_text())
             if data.get("type") == "FeatureCollection":
                 return list(pystac.ItemCollection.from_dict(data, preserve_dict=False))
-            stac = pystac.read_file(self.location)
+            stac = pystac.read_dict(data, href=self.location)
         except (OSError, ValueError, pystac.STACError) as exc:
             raise TransientError(f"cannot read the STAC source {self.location}: {exc}") from exc
         if isinstance(stac, pystac.Catalog):
@@ -212,6 +225,7 @@ class StaticSource:
             except (ValueError, TypeError, AttributeError, KeyError):
                 pass  # an unreadable geometry is the mapping's to reject, with the reason
             if self._signer is not None:
+                item = item.clone()  # the read items are kept: sign a copy
                 self._signer(item)
             yield item
 

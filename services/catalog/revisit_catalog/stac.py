@@ -207,17 +207,13 @@ def tile_id(item: pystac.Item) -> str:
         return str(props["s2:mgrs_tile"])
     if props.get("grid:code"):
         return str(props["grid:code"]).removeprefix("MGRS-")
-    zone, band, square = (
-        props.get(f"mgrs:{k}") for k in ("utm_zone", "latitude_band", "grid_square")
-    )
-    if zone and band and square:
-        return f"{int(zone):02d}{band}{square}"
-    zone, band, square = (
-        props.get(f"sentinel:{k}") for k in ("utm_zone", "latitude_band", "grid_square")
-    )
-    if band and square:
-        zone = zone or item.id.split("_")[1][:2]
-        return f"{int(zone):02d}{band}{square}"
+    # mgrs:* (Earth Search v1), sentinel:* (v0, whose zone may only be in the id S2A_28QCH_…)
+    for prefix in ("mgrs", "sentinel"):
+        zone, band, square = (
+            props.get(f"{prefix}:{k}") for k in ("utm_zone", "latitude_band", "grid_square")
+        )
+        if band and square:
+            return f"{int(zone or item.id.split('_')[1][:2]):02d}{band}{square}"
     raise PoisonError(f"item {item.id}: no MGRS tile (s2:mgrs_tile, grid:code or mgrs:*)")
 
 
@@ -321,18 +317,25 @@ class MappedItem:
         return self.event.acquisition_key
 
     @property
-    def version(self) -> tuple[float, datetime]:
-        """Versions of one acquisition order by baseline, then by production time."""
+    def version(self) -> Version:
         return version_of(self.event)
 
 
-def version_of(event: pb.SceneDiscovered) -> tuple[float, datetime]:
+Version = tuple[float, datetime]
+
+
+def version(baseline: str | None, generated: datetime | None) -> Version:
+    """Versions of one acquisition order by processing baseline, then production time."""
+    return _baseline_number(baseline or ""), generated or datetime.min.replace(tzinfo=UTC)
+
+
+def version_of(event: pb.SceneDiscovered) -> Version:
     produced = (
         event.product_generated_at.ToDatetime(tzinfo=UTC)
         if event.HasField("product_generated_at")
-        else datetime.min.replace(tzinfo=UTC)
+        else None
     )
-    return _baseline_number(event.processing_baseline), produced
+    return version(event.processing_baseline, produced)
 
 
 def map_item(item: pystac.Item, discovered_at: datetime, source: str = "") -> MappedItem:

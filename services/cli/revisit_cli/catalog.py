@@ -111,7 +111,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from revisit_catalog.ingest import Ingest, Summary
-    from revisit_catalog.registry import read_cursor, subscriptions
+    from revisit_catalog.registry import subscriptions
     from revisit_common.errors import TransientError
     from revisit_common.runtime import ServiceApp
 
@@ -131,10 +131,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     ingest = Ingest(app, engine, settings.source())
     done = 0  # windows searched by an earlier run of the same backfill
     for collection in sub.collections:
-        cursor = read_cursor(engine, sub.aoi.name, ingest.source.name, collection, "backfill")
-        if cursor and (cursor.range_start, cursor.range_end) == (args.start, args.to):
-            done += math.ceil((cursor.position - args.start) / step)
-            print(f"{collection}: resuming the backfill at {cursor.position:%Y-%m-%d %H:%M}")
+        position = ingest.backfill_position(sub, collection, args.start, args.to)
+        if position > args.start:
+            done += math.ceil((position - args.start) / step)
+            print(f"{collection}: resuming the backfill at {position:%Y-%m-%d %H:%M}")
     windows = math.ceil((args.to - args.start) / step) * len(sub.collections)
     t0 = time.monotonic()
     with Progress(

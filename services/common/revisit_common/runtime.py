@@ -263,20 +263,44 @@ class ServiceApp:
     def _dead_letter(
         self, stage: Stage[M], record: Any, exc: BaseException, detail: str = ""
     ) -> Output:
-        topic = dlq_topic(stage.input_topic)
+        return self.dead_letter(
+            stage.input_topic,
+            record.topic,
+            record.key or b"",
+            record.value or b"",
+            exc,
+            detail,
+            partition=record.partition,
+            offset=record.offset,
+        )
+
+    def dead_letter(
+        self,
+        input_topic: str,
+        source: str,
+        key: bytes,
+        value: bytes,
+        exc: BaseException,
+        detail: str = "",
+        partition: int = 0,
+        offset: int = 0,
+    ) -> Output:
+        """The DLQ record of something this service can never process, with the reason:
+        a Kafka record, or input from elsewhere (`source`: where it came from)."""
+        topic = dlq_topic(input_topic)
         self.metrics.dead_lettered.labels(topic).inc()
         letter = pb.DeadLetter(
             stage=self.service,
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key or b"",
-            value=record.value or b"",
+            source_topic=source,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
             error_type=type(exc).__name__,
             error=f"{exc}\n{detail}".strip(),
             failed_at=timestamp(now()),
         )
-        return Output(topic=topic, key=record.key or b"", event=letter)
+        return Output(topic=topic, key=key, event=letter)
 
 
 class Backoff:
