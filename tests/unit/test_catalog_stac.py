@@ -123,6 +123,8 @@ def test_sentinel1_grd_maps_polarisations_orbit_and_slice_key() -> None:
     assert len(events) == 3
     for event in events:
         assert event.sensor == "sentinel-1" and event.polarizations == ["HH"]
+        # GRD digital numbers are not σ⁰: preprocessing must know (it refuses them)
+        assert {b.quantity for b in event.bands} == {"amplitude_dn"}
         assert [b.band for b in event.bands] == ["HH"]
         assert event.bands[0].href.endswith("measurement/iw-hh.tiff")
         assert event.relative_orbit == 56 and event.orbit_state == "ascending"

@@ -183,17 +183,23 @@ def _s2_bands(item: pystac.Item, baseline: str) -> list[pb.BandAsset]:
     return bands
 
 
+#: What the values of Sentinel-1 assets are, by collection (see `BandAsset.quantity`):
+#: GRD products hold uncalibrated digital numbers, RTC products terrain-corrected γ⁰.
+S1_QUANTITY = {"sentinel-1-grd": "amplitude_dn", "sentinel-1-rtc": "gamma0_linear"}
+
+
 def _s1_bands(item: pystac.Item) -> list[pb.BandAsset]:
     bands = []
+    quantity = S1_QUANTITY.get(item.collection_id or "", "sigma0_linear")
     for key, asset in item.assets.items():
         name = key.upper()
         if name in S1_POLARIZATIONS and (asset.media_type or "").startswith(_TIFF):
             raster = _raster(asset)
-            bands.append(
-                _band_asset(
-                    name, asset, float(raster.get("scale", 1.0)), float(raster.get("offset", 0.0))
-                )
+            band = _band_asset(
+                name, asset, float(raster.get("scale", 1.0)), float(raster.get("offset", 0.0))
             )
+            band.quantity = quantity
+            bands.append(band)
     if not bands:
         raise PoisonError(
             f"item {item.id}: no Sentinel-1 polarisation asset (GeoTIFF) among {list(item.assets)}"

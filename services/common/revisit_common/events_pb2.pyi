@@ -28,30 +28,36 @@ class Header(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., producer: _Optional[str] = ..., produced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scene_id: _Optional[str] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., discovered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Aoi(_message.Message):
-    __slots__ = ("name", "kind", "geometry_wkt")
+    __slots__ = ("name", "kind", "geometry_wkt", "season_start", "season_end")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_WKT_FIELD_NUMBER: _ClassVar[int]
+    SEASON_START_FIELD_NUMBER: _ClassVar[int]
+    SEASON_END_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     geometry_wkt: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., geometry_wkt: _Optional[str] = ...) -> None: ...
+    season_start: str
+    season_end: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., geometry_wkt: _Optional[str] = ..., season_start: _Optional[str] = ..., season_end: _Optional[str] = ...) -> None: ...
 
 class BandAsset(_message.Message):
-    __slots__ = ("band", "href", "scale", "offset", "nodata", "has_nodata")
+    __slots__ = ("band", "href", "scale", "offset", "nodata", "has_nodata", "quantity")
     BAND_FIELD_NUMBER: _ClassVar[int]
     HREF_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     NODATA_FIELD_NUMBER: _ClassVar[int]
     HAS_NODATA_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
     band: str
     href: str
     scale: float
     offset: float
     nodata: float
     has_nodata: bool
-    def __init__(self, band: _Optional[str] = ..., href: _Optional[str] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., nodata: _Optional[float] = ..., has_nodata: _Optional[bool] = ...) -> None: ...
+    quantity: str
+    def __init__(self, band: _Optional[str] = ..., href: _Optional[str] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., nodata: _Optional[float] = ..., has_nodata: _Optional[bool] = ..., quantity: _Optional[str] = ...) -> None: ...
 
 class SceneDiscovered(_message.Message):
     __slots__ = ("header", "collection", "platform", "tile_id", "footprint_wkt", "cloud_cover", "processing_baseline", "reprocessed", "bands", "aoi", "acquisition_key", "sensor", "source", "item_href", "product_generated_at", "replaces_scene_id", "relative_orbit", "orbit_state", "view", "polarizations")
@@ -132,7 +138,7 @@ class LczPatch(_message.Message):
     def __init__(self, cell_id: _Optional[str] = ..., cell_wkt: _Optional[str] = ..., valid_fraction: _Optional[float] = ...) -> None: ...
 
 class ObservationBatch(_message.Message):
-    __slots__ = ("header", "tile_id", "aoi", "kind", "epsg", "patches", "lcz_patches", "no_valid_observation", "notes")
+    __slots__ = ("header", "tile_id", "aoi", "kind", "epsg", "patches", "lcz_patches", "no_valid_observation", "notes", "parcels", "region")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     TILE_ID_FIELD_NUMBER: _ClassVar[int]
     AOI_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +148,8 @@ class ObservationBatch(_message.Message):
     LCZ_PATCHES_FIELD_NUMBER: _ClassVar[int]
     NO_VALID_OBSERVATION_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    PARCELS_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
     header: Header
     tile_id: str
     aoi: Aoi
@@ -151,7 +159,57 @@ class ObservationBatch(_message.Message):
     lcz_patches: _containers.RepeatedCompositeFieldContainer[LczPatch]
     no_valid_observation: bool
     notes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., kind: _Optional[str] = ..., epsg: _Optional[int] = ..., patches: _Optional[_Union[ArrayRef, _Mapping]] = ..., lcz_patches: _Optional[_Iterable[_Union[LczPatch, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+    parcels: ParcelObservation
+    region: RegionPixels
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., kind: _Optional[str] = ..., epsg: _Optional[int] = ..., patches: _Optional[_Union[ArrayRef, _Mapping]] = ..., lcz_patches: _Optional[_Iterable[_Union[LczPatch, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ..., parcels: _Optional[_Union[ParcelObservation, _Mapping]] = ..., region: _Optional[_Union[RegionPixels, _Mapping]] = ...) -> None: ...
+
+class ParcelObservation(_message.Message):
+    __slots__ = ("parcel_ids", "values", "n_valid", "geomfeat", "channels", "value_scale", "day_of_year", "season", "series_key", "series_length", "parcels_in_scene", "parcels_observed")
+    PARCEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    N_VALID_FIELD_NUMBER: _ClassVar[int]
+    GEOMFEAT_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    DAY_OF_YEAR_FIELD_NUMBER: _ClassVar[int]
+    SEASON_FIELD_NUMBER: _ClassVar[int]
+    SERIES_KEY_FIELD_NUMBER: _ClassVar[int]
+    SERIES_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PARCELS_IN_SCENE_FIELD_NUMBER: _ClassVar[int]
+    PARCELS_OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    parcel_ids: ArrayRef
+    values: ArrayRef
+    n_valid: ArrayRef
+    geomfeat: ArrayRef
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    value_scale: float
+    day_of_year: int
+    season: str
+    series_key: str
+    series_length: int
+    parcels_in_scene: int
+    parcels_observed: int
+    def __init__(self, parcel_ids: _Optional[_Union[ArrayRef, _Mapping]] = ..., values: _Optional[_Union[ArrayRef, _Mapping]] = ..., n_valid: _Optional[_Union[ArrayRef, _Mapping]] = ..., geomfeat: _Optional[_Union[ArrayRef, _Mapping]] = ..., channels: _Optional[_Iterable[str]] = ..., value_scale: _Optional[float] = ..., day_of_year: _Optional[int] = ..., season: _Optional[str] = ..., series_key: _Optional[str] = ..., series_length: _Optional[int] = ..., parcels_in_scene: _Optional[int] = ..., parcels_observed: _Optional[int] = ...) -> None: ...
+
+class RegionPixels(_message.Message):
+    __slots__ = ("reflectance", "valid", "indices", "bands", "index_names", "geotransform", "view", "valid_fraction")
+    REFLECTANCE_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    BANDS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_NAMES_FIELD_NUMBER: _ClassVar[int]
+    GEOTRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    VALID_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    reflectance: ArrayRef
+    valid: ArrayRef
+    indices: ArrayRef
+    bands: _containers.RepeatedScalarFieldContainer[str]
+    index_names: _containers.RepeatedScalarFieldContainer[str]
+    geotransform: _containers.RepeatedScalarFieldContainer[float]
+    view: ViewGeometry
+    valid_fraction: float
+    def __init__(self, reflectance: _Optional[_Union[ArrayRef, _Mapping]] = ..., valid: _Optional[_Union[ArrayRef, _Mapping]] = ..., indices: _Optional[_Union[ArrayRef, _Mapping]] = ..., bands: _Optional[_Iterable[str]] = ..., index_names: _Optional[_Iterable[str]] = ..., geotransform: _Optional[_Iterable[float]] = ..., view: _Optional[_Union[ViewGeometry, _Mapping]] = ..., valid_fraction: _Optional[float] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("entity_id", "geometry_wkt", "class_code", "confidence", "probabilities")

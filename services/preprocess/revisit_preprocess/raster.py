@@ -31,6 +31,8 @@ GDAL_ENV = {
     "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "1",
+    # a bounded block cache: windows are read once, a large cache only holds memory
+    "GDAL_CACHEMAX": 256,  # MB
 }
 
 
@@ -91,7 +93,7 @@ def read_stack(
     `scl` band, pixels of the `SCL_INVALID` classes are not valid either.
     """
     with rasterio.Env(**GDAL_ENV), ExitStack() as opened:
-        sources = [opened.enter_context(_open(band)) for band in bands]
+        sources = [opened.enter_context(open_band(band)) for band in bands]
         ref, reference = sources[0], bands[0]
         crs, ref_transform = ref.crs, ref.transform
         aoi = shape(transform_geom("EPSG:4326", crs, mapping(_wkt(aoi_wkt_4326))))
@@ -115,7 +117,7 @@ def read_stack(
                 valid &= dn != nodata
             reflectance[i] = dn.astype(np.float32) * band.scale + band.offset
         if scl is not None:
-            src = opened.enter_context(_open(scl))
+            src = opened.enter_context(open_band(scl))
             # classes: nearest neighbour onto the 10 m grid, never interpolated
             classes = _read_onto(src, scl.href, bounds, shape_out, Resampling.nearest)
             valid &= ~np.isin(classes, SCL_INVALID)
@@ -146,11 +148,30 @@ def _read_onto(
     return data
 
 
-def _open(band: pb.BandAsset) -> rasterio.DatasetReader:
+def open_band(band: pb.BandAsset) -> rasterio.DatasetReader:
     try:
         return rasterio.open(band.href)
     except (RasterioError, OSError) as exc:
         raise _read_error(band.href, exc) from exc
+
+
+def read_window(
+    src: rasterio.DatasetReader, href: str, window: Window, ref_transform: Affine
+) -> tuple[npt.NDArray[Any], Window]:
+    """The pixels of `src`, on its own grid and at its own resolution, that cover `window`
+    of the reference grid (rounded outwards, clipped to the raster), and where they are."""
+    bounds = rasterio.windows.bounds(window, ref_transform)
+    native = from_bounds(*bounds, transform=src.transform)
+    col0 = max(0, math.floor(native.col_off + 1e-6))
+    row0 = max(0, math.floor(native.row_off + 1e-6))
+    col1 = min(src.width, math.ceil(native.col_off + native.width - 1e-6))
+    row1 = min(src.height, math.ceil(native.row_off + native.height - 1e-6))
+    read = Window(col0, row0, max(1, col1 - col0), max(1, row1 - row0))
+    try:
+        data: npt.NDArray[Any] = src.read(1, window=read)
+    except (RasterioError, OSError) as exc:
+        raise _read_error(href, exc) from exc
+    return data, read
 
 
 def _wkt(text: str) -> BaseGeometry:
