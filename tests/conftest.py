@@ -98,7 +98,10 @@ def engine(stack: StackConfig) -> Iterator[Engine]:
     engine = create_engine(stack.database_url)
     with engine.begin() as conn:
         conn.execute(
-            text("TRUNCATE lcz_cell, scene_processing, catalog_cursor, scene, aoi RESTART IDENTITY")
+            text(
+                "TRUNCATE lcz_cell, scene_processing, catalog_cursor, parcel, scene, aoi "
+                "RESTART IDENTITY"
+            )
         )
     yield engine
     engine.dispose()

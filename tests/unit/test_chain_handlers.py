@@ -99,3 +99,8 @@ def test_observation_of_unknown_kind_is_poison(tmp_path: Path) -> None:
     batch = pb.ObservationBatch(kind="pixel_sets")
     with pytest.raises(PoisonError, match="no model yet"):
         handle_observation(batch, LocalPayloadStore(tmp_path), InProcessLcz())
+
+
+def test_observation_of_a_kind_without_model_yet_is_skipped(tmp_path: Path) -> None:
+    batch = pb.ObservationBatch(kind="parcel_pixels")
+    assert handle_observation(batch, LocalPayloadStore(tmp_path), InProcessLcz()) == []

@@ -85,7 +85,13 @@ def make_subscription(
         raise SubscriptionError(f"AOI {name!r}: max cloud cover {max_cloud_cover} is not 0..100")
     try:
         return Subscription(
-            pb.Aoi(name=name, kind=kind, geometry_wkt=geometry_wkt),
+            pb.Aoi(
+                name=name,
+                kind=kind,
+                geometry_wkt=geometry_wkt,
+                season_start=season[0] if season else "",
+                season_end=season[1] if season else "",
+            ),
             chosen,
             max_cloud_cover,
             season,
@@ -157,7 +163,13 @@ def subscriptions(engine: Engine, names: Iterable[str] | None = None) -> list[Su
     with engine.connect() as conn:
         return [
             Subscription(
-                pb.Aoi(name=name, kind=kind, geometry_wkt=geom_wkt),
+                pb.Aoi(
+                    name=name,
+                    kind=kind,
+                    geometry_wkt=geom_wkt,
+                    season_start=start or "",
+                    season_end=end or "",
+                ),
                 tuple(collections),
                 max_cloud,
                 (start, end) if start and end else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from revisit_common import events_pb2 as pb
@@ -12,11 +14,18 @@ from revisit_common.runtime import Output
 from revisit_inference.triton import Classifier
 
 PRODUCER = "inference"
+#: Observation kinds that the preprocess service produces but no model serves yet: they
+#: stay in the topic (and their arrays in the payload store) for the models to come.
+NOT_SERVED_YET = ("parcel_pixels", "parcel_s1", "region_pixels")
+log = logging.getLogger(__name__)
 
 
 def handle_observation(
     batch: pb.ObservationBatch, store: LocalPayloadStore, lcz: Classifier
 ) -> list[Output]:
+    if batch.kind in NOT_SERVED_YET:
+        log.info("inference: no model serves %s observations yet, skipped", batch.kind)
+        return []
     if batch.kind != "lcz_patches":
         raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
     out = pb.PredictionBatch(

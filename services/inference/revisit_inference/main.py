@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from revisit_common import events_pb2 as pb
 from revisit_common.events import OBSERVATIONS_TOPIC
-from revisit_common.payload import LocalPayloadStore
+from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
 from revisit_inference.handler import handle_observation
@@ -31,7 +31,9 @@ def main() -> None:
     configure_logging(settings.log_level)
     app = ServiceApp("inference", settings)
     app.install_signal_handlers()
-    store = LocalPayloadStore(settings.payload_dir)
+    store = payload_store_from_settings(settings, "inference")
+    # Inference reads the payloads last: it applies REVISIT_PAYLOAD_RETENTION_DAYS.
+    store.start_sweeper(app.stop)
     lcz = TritonClassifier(
         settings.triton_grpc_url,
         settings.lcz_model,

@@ -1,55 +1,272 @@
-"""Preprocessing as a plain function: one scene event in, observation events out."""
+"""Preprocessing as a plain function: one scene event in, observation events out.
+
+What a scene becomes depends on the AOI it was discovered for and on its sensor:
+
+| AOI kind  | Sentinel-2                        | Sentinel-1                          |
+|-----------|-----------------------------------|-------------------------------------|
+| `city`    | LCZ patches (`lcz_patches`)       | nothing (logged)                    |
+| `parcels` | pixel sets (`parcel_pixels`)      | backscatter per parcel (`parcel_s1`)|
+| `region`  | per-pixel inputs (`region_pixels`)| nothing (logged)                    |
+
+A scene that leaves the AOI without any valid pixel (clouds, no data, outside the
+rasters) gives an event with `no_valid_observation` set and a note saying why.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, MutableSequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from revisit_common import events_pb2 as pb
-from revisit_common.events import OBSERVATIONS_TOPIC, SCL_BAND, SENTINEL1, derived_header
-from revisit_common.payload import LocalPayloadStore
+from revisit_common.events import (
+    OBSERVATIONS_TOPIC,
+    SCL_BAND,
+    SENTINEL1,
+    derived_header,
+    to_datetime,
+)
+from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
+from revisit_preprocess.backscatter import (
+    UncalibratedError,
+    extract_backscatter,
+    select_polarizations,
+)
 from revisit_preprocess.lcz import LczGrid, cut_patches, select_bands
+from revisit_preprocess.pixelsets import (
+    DEFAULT_PIXEL_SETS,
+    VALUE_SCALE,
+    Parcel,
+    PixelSetConfig,
+    extract_pixel_sets,
+)
 from revisit_preprocess.raster import read_stack
+from revisit_preprocess.region import INDICES, region_inputs
+from revisit_preprocess.series import append_pass, key_part, season_of, series_key
 
 log = logging.getLogger(__name__)
 PRODUCER = "preprocess"
 
+#: (AOI name, scene footprint WKT in EPSG:4326) -> the AOI's parcels there, in EPSG:4326.
+ParcelSource = Callable[[str, str], list[Parcel]]
+
+
+def no_parcels(aoi: str, footprint_wkt: str) -> list[Parcel]:
+    return []
+
 
 def handle_scene(
-    scene: pb.SceneDiscovered, store: LocalPayloadStore, grid: LczGrid
+    scene: pb.SceneDiscovered,
+    store: PayloadStore,
+    grid: LczGrid,
+    parcels: ParcelSource = no_parcels,
+    pixel_sets: PixelSetConfig = DEFAULT_PIXEL_SETS,
 ) -> list[Output]:
-    """LCZ patches of a scene over its city AOI; other AOI kinds come with later stages."""
+    kind = scene.aoi.kind
     if scene.sensor == SENTINEL1:
-        log.info(
-            "preprocess: Sentinel-1 scenes have no product yet, %s skipped", scene.header.scene_id
-        )
+        if kind != "parcels":
+            log.info("preprocess: no Sentinel-1 product for %s AOIs, %s skipped", kind, _id(scene))
+            return []
+        batch = _parcel_backscatter(scene, store, parcels, pixel_sets)
+    elif kind == "city":
+        batch = _lcz(scene, store, grid)
+    elif kind == "parcels":
+        batch = _parcel_pixels(scene, store, parcels, pixel_sets)
+    elif kind == "region":
+        batch = _region(scene, store)
+    else:
+        log.info("preprocess: no product for AOI kind %r, %s skipped", kind, _id(scene))
         return []
-    if scene.aoi.kind != "city":
-        log.info("preprocess: no product for AOI kind %r yet, skipped", scene.aoi.kind)
-        return []
-    bands, notes = select_bands(scene, grid)
-    scl = next((b for b in scene.bands if b.band == SCL_BAND), None)
-    if scl is None:
-        notes.append("no SCL band: pixels masked by nodata only, clouds are not")
-    stack = read_stack(bands, scene.aoi.geometry_wkt, grid.stride_px, scl)
-    batch = pb.ObservationBatch(
+    return [Output(OBSERVATIONS_TOPIC, scene.tile_id.encode(), batch)]
+
+
+def _id(scene: pb.SceneDiscovered) -> str:
+    return scene.header.scene_id
+
+
+def _batch(scene: pb.SceneDiscovered, kind: str, notes: list[str]) -> pb.ObservationBatch:
+    return pb.ObservationBatch(
         header=derived_header(PRODUCER, scene.header),
         tile_id=scene.tile_id,
         aoi=scene.aoi,
-        kind="lcz_patches",
+        kind=kind,
         notes=notes,
     )
+
+
+def _scl(scene: pb.SceneDiscovered, notes: MutableSequence[str]) -> pb.BandAsset | None:
+    scl = next((b for b in scene.bands if b.band == SCL_BAND), None)
+    if scl is None:
+        notes.append("no SCL band: pixels masked by nodata only, clouds are not")
+    return scl
+
+
+def _key(scene: pb.SceneDiscovered, product: str) -> str:
+    return f"{product}/{key_part(scene.aoi.name)}/{key_part(scene.tile_id)}/{key_part(_id(scene))}"
+
+
+def _lcz(scene: pb.SceneDiscovered, store: PayloadStore, grid: LczGrid) -> pb.ObservationBatch:
+    bands, notes = select_bands(scene, grid)
+    stack = read_stack(bands, scene.aoi.geometry_wkt, grid.stride_px, _scl(scene, notes))
+    batch = _batch(scene, "lcz_patches", notes)
     if stack is None:
         batch.no_valid_observation = True
         batch.notes.append("the AOI does not overlap the scene's rasters")
+        return batch
+    array, patches = cut_patches(stack, grid)
+    batch.epsg = stack.crs.to_epsg() or 0
+    batch.lcz_patches.extend(patches)
+    batch.no_valid_observation = not patches
+    if patches:
+        batch.patches.CopyFrom(store.put_array(f"{_key(scene, 'lcz')}/patches", array))
     else:
-        array, patches = cut_patches(stack, grid)
-        batch.epsg = stack.crs.to_epsg() or 0
-        batch.lcz_patches.extend(patches)
-        batch.no_valid_observation = not patches
-        if patches:
-            key = f"lcz/{scene.aoi.name}/{scene.tile_id}/{scene.header.scene_id}/patches"
-            batch.patches.CopyFrom(store.put_array(key, array))
-        else:
-            batch.notes.append("no patch with enough valid pixels (cloud or no data)")
-    return [Output(OBSERVATIONS_TOPIC, scene.tile_id.encode(), batch)]
+        batch.notes.append("no patch with enough valid pixels (cloud or no data)")
+    return batch
+
+
+def _parcel_pixels(
+    scene: pb.SceneDiscovered,
+    store: PayloadStore,
+    parcels: ParcelSource,
+    config: PixelSetConfig,
+) -> pb.ObservationBatch:
+    bands, notes = select_bands(scene, LczGrid())  # the 10 bands of PSE-TAE, same order
+    batch = _batch(scene, "parcel_pixels", notes)
+    found = parcels(scene.aoi.name, scene.footprint_wkt)
+    if not found:
+        return _no_parcel(batch, scene)
+    acquisition = scene.acquisition_key or _id(scene)
+    sets = extract_pixel_sets(bands, _scl(scene, batch.notes), found, acquisition, config)
+    _fill_parcels(
+        batch,
+        scene,
+        store,
+        "parcel_pixels",
+        {"values": sets.values, "n_valid": sets.n_valid, "geomfeat": sets.geomfeat},
+        sets.parcel_ids,
+        [b.band for b in bands],
+        VALUE_SCALE,
+        sets.in_scene,
+    )
+    batch.epsg = sets.crs.to_epsg() or 0
+    return batch
+
+
+def _parcel_backscatter(
+    scene: pb.SceneDiscovered,
+    store: PayloadStore,
+    parcels: ParcelSource,
+    config: PixelSetConfig,
+) -> pb.ObservationBatch:
+    batch = _batch(scene, "parcel_s1", [])
+    bands = select_polarizations(scene)
+    if not bands:
+        batch.no_valid_observation = True
+        batch.notes.append(f"no VV or VH band (polarisations: {list(scene.polarizations)})")
+        return batch
+    found = parcels(scene.aoi.name, scene.footprint_wkt)
+    if not found:
+        return _no_parcel(batch, scene)
+    try:
+        stats = extract_backscatter(bands, found, config)
+    except UncalibratedError as exc:
+        batch.no_valid_observation = True
+        batch.notes.append(str(exc))
+        return batch
+    _fill_parcels(
+        batch,
+        scene,
+        store,
+        "parcel_s1",
+        {"values": stats.values, "n_valid": stats.n_valid, "geomfeat": stats.geomfeat},
+        stats.parcel_ids,
+        stats.channels,
+        1.0,
+        stats.in_scene,
+    )
+    batch.epsg = stats.crs.to_epsg() or 0
+    return batch
+
+
+def _no_parcel(batch: pb.ObservationBatch, scene: pb.SceneDiscovered) -> pb.ObservationBatch:
+    batch.no_valid_observation = True
+    batch.notes.append(
+        f"no parcel of AOI {scene.aoi.name!r} in the scene's footprint (parcels are loaded "
+        "into PostGIS per AOI)"
+    )
+    return batch
+
+
+def _fill_parcels(
+    batch: pb.ObservationBatch,
+    scene: pb.SceneDiscovered,
+    store: PayloadStore,
+    product: str,
+    arrays: dict[str, npt.NDArray[Any]],
+    parcel_ids: npt.NDArray[np.int64],
+    channels: list[str],
+    value_scale: float,
+    in_scene: int,
+) -> None:
+    acquired: datetime = to_datetime(scene.header.acquired_at)
+    season = season_of(acquired, scene.aoi.season_start)
+    out = batch.parcels
+    out.channels.extend(channels)
+    out.value_scale = value_scale
+    out.day_of_year = acquired.timetuple().tm_yday
+    out.season = season
+    out.parcels_in_scene = in_scene
+    out.parcels_observed = len(parcel_ids)
+    if not len(parcel_ids):
+        batch.no_valid_observation = True
+        batch.notes.append(
+            f"none of the {in_scene} parcels in the scene has a valid pixel (cloud or no data)"
+            if in_scene
+            else "no parcel of the AOI lies on the scene's rasters"
+        )
+        return
+    series = series_key(product, scene.aoi.name, season, scene.tile_id)
+    key = f"{series}/{key_part(_id(scene))}"
+    refs = {"parcel_ids": store.put_array(f"{key}/parcel_ids", parcel_ids)}
+    refs.update({name: store.put_array(f"{key}/{name}", a) for name, a in arrays.items()})
+    out.parcel_ids.CopyFrom(refs["parcel_ids"])
+    out.values.CopyFrom(refs["values"])
+    out.n_valid.CopyFrom(refs["n_valid"])
+    out.geomfeat.CopyFrom(refs["geomfeat"])
+    out.series_key = series
+    out.series_length = append_pass(store, series, acquired, scene, refs)
+
+
+def _region(scene: pb.SceneDiscovered, store: PayloadStore) -> pb.ObservationBatch:
+    bands, notes = select_bands(scene, LczGrid())
+    stack = read_stack(bands, scene.aoi.geometry_wkt, 1, _scl(scene, notes))
+    batch = _batch(scene, "region_pixels", notes)
+    if stack is None:
+        batch.no_valid_observation = True
+        batch.notes.append("the AOI does not overlap the scene's rasters")
+        return batch
+    inputs = region_inputs(stack)
+    batch.epsg = stack.crs.to_epsg() or 0
+    region = batch.region
+    region.bands.extend(b.band for b in bands)
+    region.index_names.extend(INDICES)
+    region.geotransform.extend(stack.transform[:6])
+    region.valid_fraction = inputs.valid_fraction
+    if scene.HasField("view"):
+        region.view.CopyFrom(scene.view)
+    else:
+        batch.notes.append("the scene has no sun/view angles: biophysical inputs incomplete")
+    if not inputs.valid.any():
+        batch.no_valid_observation = True
+        batch.notes.append("no valid pixel in the AOI (cloud or no data)")
+        return batch
+    key = _key(scene, "region")
+    region.reflectance.CopyFrom(store.put_array(f"{key}/reflectance", inputs.reflectance))
+    region.valid.CopyFrom(store.put_array(f"{key}/valid", inputs.valid))
+    region.indices.CopyFrom(store.put_array(f"{key}/indices", inputs.indices))
+    return batch

@@ -6,6 +6,7 @@
 - ``catalog_cursor``: how far the catalog has searched, per AOI, source, collection, mode.
 - ``scene_processing``: the processing status of a scene for one AOI and indicator,
   from discovery to storage, with its timings.
+- ``parcel``: agricultural parcels of a ``parcels`` AOI (geometry, register id, declared crop).
 - ``lcz_cell``: Local Climate Zone of a grid cell of a city AOI, per acquisition and model.
 """
 
@@ -17,6 +18,7 @@ from geoalchemy2 import Geometry
 from sqlalchemy import (
     ARRAY,
     REAL,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -118,6 +120,25 @@ class CatalogCursor(Base):
 
     __table_args__ = (
         CheckConstraint("mode IN ('poll', 'backfill')", name="catalog_cursor_mode_known"),
+    )
+
+
+class Parcel(Base):
+    __tablename__ = "parcel"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    aoi_id: Mapped[int] = mapped_column(ForeignKey("aoi.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(Text)
+    declared_crop: Mapped[str | None] = mapped_column(Text)
+    geom = mapped_column(Geometry("GEOMETRY", srid=SRID, spatial_index=False), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("aoi_id", "external_id", name="parcel_external_id"),
+        CheckConstraint(
+            "ST_GeometryType(geom) IN ('ST_Polygon', 'ST_MultiPolygon')", name="parcel_is_areal"
+        ),
+        Index("parcel_geom", "geom", postgresql_using="gist"),
     )
 
 

@@ -1,0 +1,89 @@
+"""Parcels in PostGIS: loaded by register id, read back by AOI and scene footprint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from revisit_common.db.models import Aoi, Parcel
+
+BATCH = 5_000
+
+
+class ParcelLoadError(ValueError):
+    """Parcels that cannot be loaded (unknown AOI, not polygons)."""
+
+
+@dataclass(frozen=True)
+class ParcelRecord:
+    external_id: str
+    geometry: BaseGeometry  # EPSG:4326
+    declared_crop: str | None = None
+
+
+def load_parcels(engine: Engine, aoi_name: str, records: Iterable[ParcelRecord]) -> int:
+    """Insert or update (by external id) the parcels of an AOI; returns how many."""
+    with engine.begin() as conn:
+        aoi_id = conn.execute(select(Aoi.id).where(Aoi.name == aoi_name)).scalar()
+        if aoi_id is None:
+            raise ParcelLoadError(f"no AOI named {aoi_name!r}: add it first (revisit aoi add)")
+        rows, total = [], 0
+        for record in records:
+            if record.geometry.geom_type not in ("Polygon", "MultiPolygon"):
+                raise ParcelLoadError(
+                    f"parcel {record.external_id!r} is a {record.geometry.geom_type}, not a polygon"
+                )
+            rows.append(
+                {
+                    "aoi_id": aoi_id,
+                    "external_id": record.external_id,
+                    "declared_crop": record.declared_crop,
+                    # EWKT at full precision (the column's bind turns it into a geometry)
+                    "geom": "SRID=4326;"
+                    + shapely.to_wkt(record.geometry, rounding_precision=-1, trim=True),
+                }
+            )
+            if len(rows) == BATCH:
+                total += _upsert(conn, rows)
+                rows = []
+        if rows:
+            total += _upsert(conn, rows)
+    return total
+
+
+def _upsert(conn: Connection, rows: list[dict[str, object]]) -> int:
+    stmt = insert(Parcel)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            constraint="parcel_external_id",
+            set_={"declared_crop": stmt.excluded.declared_crop, "geom": stmt.excluded.geom},
+        ),
+        rows,
+    )
+    return len(rows)
+
+
+def parcels_in(
+    engine: Engine, aoi_name: str, footprint_wkt: str = ""
+) -> list[tuple[int, BaseGeometry]]:
+    """(id, geometry in EPSG:4326) of the AOI's parcels that touch the footprint (all of
+    them without a footprint), in id order."""
+    query = (
+        select(Parcel.id, func.ST_AsBinary(Parcel.geom))
+        .join(Aoi, Aoi.id == Parcel.aoi_id)
+        .where(Aoi.name == aoi_name)
+        .order_by(Parcel.id)
+    )
+    if footprint_wkt:
+        query = query.where(
+            func.ST_Intersects(Parcel.geom, func.ST_GeomFromText(footprint_wkt, 4326))
+        )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    geoms = shapely.from_wkb([bytes(wkb) for _, wkb in rows]) if rows else []
+    return [(int(pid), geom) for (pid, _), geom in zip(rows, geoms, strict=True)]

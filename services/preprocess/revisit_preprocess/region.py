@@ -1,0 +1,52 @@
+"""Per-pixel inputs of the land-cover and biophysical models over a `region` AOI: the 10
+bands as reflectance on the 10 m grid, spectral indices, the validity mask (AOI, no data,
+SCL) and the scene's sun and view angles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import rasterio.features
+
+from revisit_preprocess.lcz import LCZ_BANDS
+from revisit_preprocess.raster import BandStack
+
+#: Normalised differences (a − b) / (a + b), by band name.
+INDICES = {
+    "NDVI": ("B08", "B04"),  # vegetation
+    "NDWI": ("B03", "B08"),  # open water (McFeeters)
+    "NDBI": ("B11", "B08"),  # built-up
+    "NDMI": ("B08", "B11"),  # canopy moisture
+}
+
+
+@dataclass(frozen=True)
+class RegionInputs:
+    reflectance: npt.NDArray[np.float32]  # (C, H, W), LCZ_BANDS order, 0 where invalid
+    valid: npt.NDArray[np.bool_]  # (H, W): inside the AOI and observed
+    indices: npt.NDArray[np.float32]  # (K, H, W), INDICES order, NaN where invalid
+    inside: int  # pixels of the AOI on the rasters
+
+    @property
+    def valid_fraction(self) -> float:
+        return float(self.valid.sum() / self.inside) if self.inside else 0.0
+
+
+def region_inputs(stack: BandStack) -> RegionInputs:
+    """From a stack read in LCZ_BANDS order over the AOI's window."""
+    rows, cols = stack.valid.shape
+    inside = rasterio.features.rasterize(
+        [(stack.aoi, 1)], out_shape=(rows, cols), transform=stack.transform, fill=0, dtype="uint8"
+    ).astype(bool)
+    valid = inside & stack.valid
+    position = {name: i for i, name in enumerate(LCZ_BANDS)}
+    indices = np.full((len(INDICES), rows, cols), np.nan, np.float32)
+    for k, (a, b) in enumerate(INDICES.values()):
+        ra, rb = stack.reflectance[position[a]], stack.reflectance[position[b]]
+        total = ra + rb
+        ok = valid & (np.abs(total) > 1e-6)
+        indices[k][ok] = (ra[ok] - rb[ok]) / total[ok]
+    reflectance = np.where(valid, stack.reflectance, 0.0).astype(np.float32)
+    return RegionInputs(reflectance, valid, indices, int(inside.sum()))

@@ -1,0 +1,91 @@
+"""Season series in the payload store: one manifest per AOI, season, tile and product
+that lists every pass so far in date order, each with the references of its arrays.
+
+Passes over one tile arrive in order on one partition (the Kafka key is the tile), so a
+manifest has one writer at a time; a pass handled again (replay) or a newer version of
+an acquisition (reprocessing) replaces its entry instead of adding one, and a late pass
+is inserted at its date.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from google.protobuf.json_format import MessageToDict, ParseDict
+
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import PoisonError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+class BytesStore(Protocol):
+    def put_bytes(self, key: str, data: bytes) -> str: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+
+
+def key_part(text: str) -> str:
+    """A name made safe for a payload key (AOI names are free text)."""
+    return _UNSAFE.sub("_", text).strip("_") or "_"
+
+
+def season_of(acquired: datetime, season_start: str) -> str:
+    """The season an acquisition belongs to, named by its first day ("2020-11-01"), or by
+    its year when the AOI has no season ("2021")."""
+    if not season_start:
+        return f"{acquired.year}"
+    try:
+        month, day = (int(x) for x in season_start.split("-"))
+        start = date(acquired.year, month, day)
+    except ValueError as exc:
+        raise PoisonError(f"season start {season_start!r} is not MM-DD") from exc
+    year = acquired.year if acquired.date() >= start else acquired.year - 1
+    return f"{year}-{month:02d}-{day:02d}"
+
+
+def series_key(product: str, aoi: str, season: str, tile: str) -> str:
+    return f"{product}/{key_part(aoi)}/{season}/{key_part(tile)}"
+
+
+def append_pass(
+    store: BytesStore,
+    key: str,
+    acquired: datetime,
+    scene: pb.SceneDiscovered,
+    arrays: dict[str, pb.ArrayRef],
+) -> int:
+    """Add (or replace) this scene's pass in the series manifest at `key`/series.json;
+    returns the number of passes the series then has."""
+    path = f"{key}/series.json"
+    raw = store.get_bytes(path)
+    try:
+        manifest: dict[str, Any] = json.loads(raw) if raw else {"passes": []}
+    except ValueError as exc:
+        raise PoisonError(f"series manifest {path!r} is not JSON: {exc}") from exc
+    acquisition = scene.acquisition_key or scene.header.scene_id
+    passes = [p for p in manifest["passes"] if p["acquisition_key"] != acquisition]
+    passes.append(
+        {
+            "acquired_at": acquired.isoformat(),
+            "day_of_year": acquired.timetuple().tm_yday,
+            "scene_id": scene.header.scene_id,
+            "acquisition_key": acquisition,
+            "arrays": {name: MessageToDict(ref) for name, ref in arrays.items()},
+        }
+    )
+    passes.sort(key=lambda p: (p["acquired_at"], p["scene_id"]))
+    manifest["passes"] = passes
+    store.put_bytes(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return len(passes)
+
+
+def read_series(store: BytesStore, key: str) -> list[dict[str, Any]]:
+    """The passes of a series, oldest first, with their arrays as `ArrayRef`s."""
+    raw = store.get_bytes(f"{key}/series.json")
+    passes: list[dict[str, Any]] = json.loads(raw)["passes"] if raw else []
+    for p in passes:
+        p["arrays"] = {name: ParseDict(ref, pb.ArrayRef()) for name, ref in p["arrays"].items()}
+    return passes
