@@ -25,6 +25,7 @@ from revisit_cli.models import export_models
 from revisit_cli.stack import REPO_ROOT, StackConfig, down, free_ports, up
 from revisit_common import events_pb2 as pb
 from revisit_common.db.migrate import upgrade
+from tests.eolearn_scenes import EoLearnPatch, load_patch, write_scenes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LCZ_WEIGHTS = REPO_ROOT / "data" / "so2sat-lcz" / "sen2lcz_drop_32_weights.best.hdf5"
@@ -64,6 +65,18 @@ def demo_scenes(demo_catalog: Path) -> list[pb.SceneDiscovered]:
     )
     assert not found.rejected
     return found.scenes
+
+
+@pytest.fixture(scope="session")
+def eolearn_patch() -> EoLearnPatch:
+    """The real eo-learn patch: 68 dates of NDVI and cloud masks, 88 real parcels."""
+    return load_patch()
+
+
+@pytest.fixture(scope="session")
+def eolearn_scenes(eolearn_patch: EoLearnPatch, shared_tmp: Path) -> list[pb.SceneDiscovered]:
+    """One Sentinel-2 scene per date of the eo-learn patch (COGs, SCL from the masks)."""
+    return write_scenes(eolearn_patch, shared_tmp / "eolearn")
 
 
 def stack_config_on_free_ports(state_dir: Path, **settings: object) -> StackConfig:

@@ -25,6 +25,7 @@ from revisit_common import events_pb2 as pb
 from revisit_common.events import SCL_BAND
 from revisit_preprocess.lcz import LCZ_BANDS
 from revisit_preprocess.pixelsets import Parcel
+from tests.rasters import write_cog
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "eo-learn"
 EPSG = 32633
@@ -60,24 +61,6 @@ def load_patch() -> EoLearnPatch:
     return EoLearnPatch(ndvi, cloud, dates, transform, parcels, [str(n) for n in fields[0]])
 
 
-def _write(
-    path: Path, array: npt.NDArray[np.generic], transform: rasterio.Affine, nodata: float
-) -> None:
-    profile = {
-        "driver": "COG",
-        "dtype": str(array.dtype),
-        "count": 1,
-        "width": array.shape[1],
-        "height": array.shape[0],
-        "crs": f"EPSG:{EPSG}",
-        "transform": transform,
-        "nodata": nodata,
-        "compress": "DEFLATE",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array, 1)
-
-
 def write_scenes(patch: EoLearnPatch, out_dir: Path) -> list[pb.SceneDiscovered]:
     """One scene event per date (bands and SCL as COGs under `out_dir`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,9 +68,9 @@ def write_scenes(patch: EoLearnPatch, out_dir: Path) -> list[pb.SceneDiscovered]
     for t, date in enumerate(patch.dates):
         ndvi_path, scl_path = out_dir / f"{t:02d}_NDVI.tif", out_dir / f"{t:02d}_SCL.tif"
         if not scl_path.exists():
-            _write(ndvi_path, patch.ndvi_dn(t), patch.transform, NODATA)
+            write_cog(ndvi_path, patch.ndvi_dn(t), patch.transform, EPSG, NODATA)
             scl = np.where(patch.cloud[t], 9, 4).astype(np.uint8)
-            _write(scl_path, scl, patch.transform, 0)
+            write_cog(scl_path, scl, patch.transform, EPSG, 0)
         scene = pb.SceneDiscovered(tile_id="33TVM", sensor="sentinel-2")
         scene.header.scene_id = f"EOLEARN_{date:%Y%m%dT%H%M%S}"
         scene.header.acquired_at.FromDatetime(date)

@@ -17,13 +17,18 @@ from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LczGrid
 from revisit_preprocess.main import database_parcels
 from revisit_preprocess.pixelsets import PixelSetConfig, to_crs
-from tests.eolearn_scenes import load_patch, write_scenes
+from tests.eolearn_scenes import EoLearnPatch
 
 pytestmark = pytest.mark.integration
 
 
-def test_parcels_loaded_into_postgis_feed_pixel_sets(engine: Engine, tmp_path: Path) -> None:
-    patch = load_patch()
+def test_parcels_loaded_into_postgis_feed_pixel_sets(
+    engine: Engine,
+    tmp_path: Path,
+    eolearn_patch: EoLearnPatch,
+    eolearn_scenes: list[pb.SceneDiscovered],
+) -> None:
+    patch = eolearn_patch
     wgs84 = to_crs([p.geometry for p in patch.parcels], "EPSG:4326", "EPSG:32633")
     bounds = np.array([g.bounds for g in wgs84])
     area = box(*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0))
@@ -40,8 +45,8 @@ def test_parcels_loaded_into_postgis_feed_pixel_sets(engine: Engine, tmp_path: P
     assert load_parcels(engine, "slovenia", records[:10]) == 10  # again: updated, not added
     assert len(parcels_in(engine, "slovenia")) == 88
 
-    scenes = write_scenes(patch, tmp_path / "scenes")
-    clear = scenes[int(np.argmin(patch.cloud.mean(axis=(1, 2))))]
+    clear = pb.SceneDiscovered()
+    clear.CopyFrom(eolearn_scenes[int(np.argmin(patch.cloud.mean(axis=(1, 2))))])
     clear.aoi.CopyFrom(sub.aoi)
     patch_wgs84 = to_crs(
         [box(*(patch.transform @ (0, 101)), *(patch.transform @ (100, 0)))],

@@ -16,6 +16,7 @@ from revisit_cli.demo_data import CUBE, EPSG
 from revisit_common import events_pb2 as pb
 from revisit_preprocess.backscatter import UncalibratedError, extract_backscatter
 from revisit_preprocess.pixelsets import Parcel, PixelSetConfig
+from tests.rasters import write_cog
 from tests.unit.test_pixelsets import cube_parcels
 
 MONTH = 7  # 2021-06
@@ -27,25 +28,6 @@ def sigma0() -> tuple[dict[str, npt.NDArray[np.uint16]], rasterio.Affine]:
         dn = {p: np.asarray(nc[f"S1-SIGMA0-{p}"][MONTH]).view(np.uint16) for p in ("VV", "VH")}
         x, y = np.asarray(nc["x"][:2]), np.asarray(nc["y"][:1])
     return dn, from_origin(x[0] - 5, y[0] + 5, 10, 10)
-
-
-def _cog(
-    path: Path, array: npt.NDArray[np.generic], transform: rasterio.Affine, nodata: float
-) -> str:
-    with rasterio.open(
-        path,
-        "w",
-        driver="COG",
-        dtype=str(array.dtype),
-        count=1,
-        width=array.shape[1],
-        height=array.shape[0],
-        crs=f"EPSG:{EPSG}",
-        transform=transform,
-        nodata=nodata,
-    ) as dst:
-        dst.write(array, 1)
-    return str(path)
 
 
 def reference(
@@ -81,7 +63,7 @@ def test_worldcereal_uint16_and_linear_sigma0_give_the_reference_db_statistics(
     encoded = [
         pb.BandAsset(
             band=p,
-            href=_cog(tmp_path / f"{p}.tif", dn[p], transform, 65535),
+            href=write_cog(tmp_path / f"{p}.tif", dn[p], transform, EPSG, 65535),
             scale=1,
             nodata=65535,
             has_nodata=True,
@@ -92,8 +74,12 @@ def test_worldcereal_uint16_and_linear_sigma0_give_the_reference_db_statistics(
     linear = [
         pb.BandAsset(
             band=p,
-            href=_cog(
-                tmp_path / f"{p}_lin.tif", (10 ** (db[p] / 10)).astype(np.float32), transform, 0
+            href=write_cog(
+                tmp_path / f"{p}_lin.tif",
+                (10 ** (db[p] / 10)).astype(np.float32),
+                transform,
+                EPSG,
+                0,
             ),
             scale=1,
             quantity="sigma0_linear",

@@ -28,7 +28,8 @@ from revisit_preprocess.pixelsets import (
     extract_pixel_sets,
     sample_positions,
 )
-from tests.eolearn_scenes import EoLearnPatch, load_patch, write_scenes
+from tests.eolearn_scenes import EoLearnPatch
+from tests.rasters import write_cog
 
 S = 16
 
@@ -70,24 +71,12 @@ def split(scene: pb.SceneDiscovered) -> tuple[list[pb.BandAsset], pb.BandAsset |
     return bands, next((b for b in scene.bands if b.band == "SCL"), None)
 
 
-@pytest.fixture(scope="module")
-def patch() -> EoLearnPatch:
-    return load_patch()
-
-
-@pytest.fixture(scope="module")
-def eolearn_scenes(
-    patch: EoLearnPatch, tmp_path_factory: pytest.TempPathFactory
-) -> list[pb.SceneDiscovered]:
-    return write_scenes(patch, tmp_path_factory.mktemp("eolearn"))
-
-
 def test_eolearn_pixel_sets_equal_the_reference_and_never_hold_a_cloudy_pixel(
-    patch: EoLearnPatch, eolearn_scenes: list[pb.SceneDiscovered]
+    eolearn_patch: EoLearnPatch, eolearn_scenes: list[pb.SceneDiscovered]
 ) -> None:
     # Every date whose cloud cover is partial, plus a clear one: 32-px blocks, so parcels
     # are grouped over many windows.
-    cover = patch.cloud.mean(axis=(1, 2))
+    cover = eolearn_patch.cloud.mean(axis=(1, 2))
     partial = [t for t in range(len(cover)) if 0.05 < cover[t] < 0.95][:12]
     dates = [*partial, int(np.argmin(cover))]
     assert len(dates) >= 6
@@ -95,15 +84,15 @@ def test_eolearn_pixel_sets_equal_the_reference_and_never_hold_a_cloudy_pixel(
         scene = eolearn_scenes[t]
         bands, scl = split(scene)
         got = extract_pixel_sets(
-            bands, scl, patch.parcels, scene.acquisition_key, PixelSetConfig(S, 32), None
+            bands, scl, eolearn_patch.parcels, scene.acquisition_key, PixelSetConfig(S, 32), None
         )
-        dn = np.repeat(patch.ndvi_dn(t)[None], len(bands), axis=0)
+        dn = np.repeat(eolearn_patch.ndvi_dn(t)[None], len(bands), axis=0)
         expected = {}
-        for parcel in patch.parcels:
+        for parcel in eolearn_patch.parcels:
             ref = reference_pixels(
                 dn,
-                ~patch.cloud[t],
-                patch.transform,
+                ~eolearn_patch.cloud[t],
+                eolearn_patch.transform,
                 parcel,
                 scene.acquisition_key,
                 [1e-4] * len(bands),
@@ -111,7 +100,7 @@ def test_eolearn_pixel_sets_equal_the_reference_and_never_hold_a_cloudy_pixel(
             )
             if ref is not None:
                 values, flat = ref
-                assert not patch.cloud[t].ravel()[flat].any()
+                assert not eolearn_patch.cloud[t].ravel()[flat].any()
                 expected[parcel.id] = values
         assert list(got.parcel_ids) == sorted(expected), f"date {t}"
         for pid, values in zip(got.parcel_ids, got.values, strict=True):
@@ -122,34 +111,36 @@ def test_eolearn_pixel_sets_equal_the_reference_and_never_hold_a_cloudy_pixel(
 
 
 def test_share_of_parcels_observed_per_scene_on_the_real_series(
-    patch: EoLearnPatch, eolearn_scenes: list[pb.SceneDiscovered]
+    eolearn_patch: EoLearnPatch, eolearn_scenes: list[pb.SceneDiscovered]
 ) -> None:
     shares = []
     for t, scene in enumerate(eolearn_scenes):
         bands, scl = split(scene)
         got = extract_pixel_sets(
-            bands, scl, patch.parcels, scene.acquisition_key, PixelSetConfig(S), None
+            bands, scl, eolearn_patch.parcels, scene.acquisition_key, PixelSetConfig(S), None
         )
         # a parcel is observed iff one of its pixels is clear: checked on the masks directly
         clear = 0
-        for parcel in patch.parcels:
+        for parcel in eolearn_patch.parcels:
             inside = rasterio.features.rasterize(
-                [(parcel.geometry, 1)], out_shape=patch.cloud[t].shape, transform=patch.transform
+                [(parcel.geometry, 1)],
+                out_shape=eolearn_patch.cloud[t].shape,
+                transform=eolearn_patch.transform,
             ).astype(bool)
             if not inside.any():
                 point = parcel.geometry.representative_point()
-                col, row = ~patch.transform @ (point.x, point.y)
+                col, row = ~eolearn_patch.transform @ (point.x, point.y)
                 if 0 <= row < inside.shape[0] and 0 <= col < inside.shape[1]:
                     inside[int(row), int(col)] = True
-            clear += bool((inside & ~patch.cloud[t]).any())
+            clear += bool((inside & ~eolearn_patch.cloud[t]).any())
         assert got.observed == clear
         shares.append(got.observed / got.in_scene)
     shares_a = np.array(shares)
     print(
-        f"\neo-learn, {len(shares)} scenes, {patch.cloud.mean():.1%} of pixels cloudy: share of "
-        f"the 86 parcels with >= 1 valid observation per scene: mean {shares_a.mean():.3f}, "
-        f"median {np.median(shares_a):.3f}; scenes with none {int((shares_a == 0).sum())}, "
-        f"with all {int((shares_a == 1).sum())}"
+        f"\neo-learn, {len(shares)} scenes, {eolearn_patch.cloud.mean():.1%} of pixels cloudy: "
+        f"share of the 86 parcels with >= 1 valid observation per scene: "
+        f"mean {shares_a.mean():.3f}, median {np.median(shares_a):.3f}; "
+        f"scenes with none {int((shares_a == 0).sum())}, with all {int((shares_a == 1).sum())}"
     )
     assert 0 < shares_a.mean() < 1
 
@@ -172,7 +163,7 @@ def cube_scene(
     for name in BANDS:
         dn = cube.dn[name][MONTH]
         path = out / f"{name}.tif"
-        _write(path, dn, transform)
+        write_cog(path, dn, transform, EPSG, 65535)
         bands.append(
             pb.BandAsset(
                 band=name, href=str(path), scale=1e-4, offset=-0.1, nodata=65535, has_nodata=True
@@ -182,7 +173,9 @@ def cube_scene(
     b05_20m = (
         cube.dn["B05"][MONTH].reshape(50, 2, 50, 2).mean(axis=(1, 3)).round().astype(np.uint16)
     )
-    _write(out / "B05_20m.tif", b05_20m, from_origin(cube.x[0] - 5, cube.y[0] + 5, 20, 20))
+    write_cog(
+        out / "B05_20m.tif", b05_20m, from_origin(cube.x[0] - 5, cube.y[0] + 5, 20, 20), EPSG, 65535
+    )
     bands.append(
         pb.BandAsset(
             band="B05",
@@ -195,22 +188,6 @@ def cube_scene(
     )
     stack.append(np.repeat(np.repeat(b05_20m, 2, axis=0), 2, axis=1))
     return bands, np.stack(stack), transform
-
-
-def _write(path: Path, array: npt.NDArray[np.generic], transform: rasterio.Affine) -> None:
-    with rasterio.open(
-        path,
-        "w",
-        driver="COG",
-        dtype=str(array.dtype),
-        count=1,
-        width=array.shape[1],
-        height=array.shape[0],
-        crs=f"EPSG:{EPSG}",
-        transform=transform,
-        nodata=65535,
-    ) as dst:
-        dst.write(array, 1)
 
 
 def cube_parcels(transform: rasterio.Affine) -> list[Parcel]:
@@ -266,7 +243,7 @@ def test_a_month_without_data_observes_no_parcel(tmp_path: Path) -> None:
     cube = read_cube()
     transform = from_origin(cube.x[0] - 5, cube.y[0] + 5, 10, 10)
     path = tmp_path / "B04.tif"
-    _write(path, cube.dn["B04"][1], transform)  # 2020-12: all 65535
+    write_cog(path, cube.dn["B04"][1], transform, EPSG, 65535)  # 2020-12: all 65535
     band = pb.BandAsset(band="B04", href=str(path), scale=1e-4, nodata=65535, has_nodata=True)
     got = extract_pixel_sets(
         [band], None, cube_parcels(transform), "x", PixelSetConfig(S), "EPSG:32631"

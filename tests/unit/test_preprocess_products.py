@@ -10,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import rasterio
 from rasterio.transform import from_origin
 
 from revisit_cli.demo_data import CUBE, EPSG
@@ -20,39 +19,37 @@ from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LCZ_BANDS, LczGrid
 from revisit_preprocess.pixelsets import Parcel, PixelSetConfig, extract_pixel_sets, to_crs
 from revisit_preprocess.series import read_series, season_of
-from tests.eolearn_scenes import EoLearnPatch, load_patch, write_scenes
+from tests.eolearn_scenes import EoLearnPatch
+from tests.rasters import write_cog
 from tests.unit.test_pixelsets import cube_parcels
 
 CONFIG = PixelSetConfig(pixels=16)
 
 
 @pytest.fixture(scope="module")
-def patch() -> EoLearnPatch:
-    return load_patch()
-
-
-@pytest.fixture(scope="module")
-def scenes(
-    patch: EoLearnPatch, tmp_path_factory: pytest.TempPathFactory
-) -> list[pb.SceneDiscovered]:
-    found = write_scenes(patch, tmp_path_factory.mktemp("eolearn"))
-    for scene in found:
+def scenes(eolearn_scenes: list[pb.SceneDiscovered]) -> list[pb.SceneDiscovered]:
+    """The eo-learn scenes, discovered for a `parcels` AOI with a season from 1 September."""
+    found = []
+    for original in eolearn_scenes:
+        scene = pb.SceneDiscovered()
+        scene.CopyFrom(original)
+        found.append(scene)
         scene.aoi.name = "Ljubljana fields"
         scene.aoi.kind = "parcels"
         scene.aoi.season_start, scene.aoi.season_end = "09-01", "08-31"
     return found
 
 
-def wgs84_parcels(patch: EoLearnPatch) -> list[Parcel]:
-    geoms = to_crs([p.geometry for p in patch.parcels], "EPSG:4326", f"EPSG:{32633}")
-    return [Parcel(p.id, g) for p, g in zip(patch.parcels, geoms, strict=True)]
+def wgs84_parcels(eolearn_patch: EoLearnPatch) -> list[Parcel]:
+    geoms = to_crs([p.geometry for p in eolearn_patch.parcels], "EPSG:4326", f"EPSG:{32633}")
+    return [Parcel(p.id, g) for p, g in zip(eolearn_patch.parcels, geoms, strict=True)]
 
 
 def test_passes_in_any_order_and_replays_build_one_ordered_series_per_season(
-    patch: EoLearnPatch, scenes: list[pb.SceneDiscovered], tmp_path: Path
+    eolearn_patch: EoLearnPatch, scenes: list[pb.SceneDiscovered], tmp_path: Path
 ) -> None:
     store = LocalPayloadStore(tmp_path)
-    parcels = wgs84_parcels(patch)
+    parcels = wgs84_parcels(eolearn_patch)
     asked: list[str] = []
 
     def source(aoi: str, footprint: str) -> list[Parcel]:
@@ -75,7 +72,7 @@ def test_passes_in_any_order_and_replays_build_one_ordered_series_per_season(
         assert "none of the 86 parcels" in events[t].notes[-1]
 
     seasons = {events[t].parcels.season for t in observed}
-    assert seasons == {season_of(patch.dates[t], "09-01") for t in observed}
+    assert seasons == {season_of(eolearn_patch.dates[t], "09-01") for t in observed}
     assert len(seasons) == 4  # 2015-07 .. 2017-12: seasons from 1 September 2014 .. 2017
     total = 0
     for season in sorted(seasons):
@@ -97,7 +94,7 @@ def test_passes_in_any_order_and_replays_build_one_ordered_series_per_season(
     np.testing.assert_array_equal(store.get_array(event.parcel_ids), direct.parcel_ids)
     np.testing.assert_array_equal(store.get_array(event.values), direct.values)
     assert list(event.channels) == list(LCZ_BANDS) and event.value_scale == 10_000
-    assert event.day_of_year == patch.dates[t].timetuple().tm_yday
+    assert event.day_of_year == eolearn_patch.dates[t].timetuple().tm_yday
     assert events[t].epsg == 32633
 
 
@@ -122,19 +119,7 @@ def _s1_scene(tmp_path: Path, quantity: str) -> tuple[pb.SceneDiscovered, list[P
         for pol in ("VV", "VH"):
             dn = np.asarray(nc[f"S1-SIGMA0-{pol}"][7]).view(np.uint16)
             path = tmp_path / f"{pol}.tif"
-            with rasterio.open(
-                path,
-                "w",
-                driver="COG",
-                dtype="uint16",
-                count=1,
-                width=100,
-                height=100,
-                crs=f"EPSG:{EPSG}",
-                transform=transform,
-                nodata=65535,
-            ) as dst:
-                dst.write(dn, 1)
+            write_cog(path, dn, transform, EPSG, 65535)
             scene.bands.add(
                 band=pol, href=str(path), scale=1, nodata=65535, has_nodata=True, quantity=quantity
             )

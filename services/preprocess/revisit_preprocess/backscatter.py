@@ -9,21 +9,21 @@ spread is the standard deviation of the pixels' dB values.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from rasterio.crs import CRS
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_preprocess.pixelsets import (
     DEFAULT_PIXEL_SETS,
     Parcel,
+    ParcelBlock,
     ParcelReader,
+    ParcelValues,
     PixelSetConfig,
-    geometric_features,
+    collect,
 )
 
 #: Encodings of `BandAsset.quantity` that can be turned into backscatter power.
@@ -62,21 +62,6 @@ def channels(bands: Sequence[pb.BandAsset]) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class ParcelBackscatter:
-    parcel_ids: npt.NDArray[np.int64]  # (P,)
-    values: npt.NDArray[np.float32]  # (P, F), named by `channels`
-    channels: list[str]
-    n_valid: npt.NDArray[np.int32]
-    geomfeat: npt.NDArray[np.float32]  # (P, 4), see pixelsets.GEOMFEAT
-    in_scene: int
-    crs: CRS
-
-    @property
-    def observed(self) -> int:
-        return len(self.parcel_ids)
-
-
 def select_polarizations(scene: pb.SceneDiscovered) -> list[pb.BandAsset]:
     """VV then VH (those the scene has); HH/HV scenes (polar modes) give none."""
     by_name = {b.band: b for b in scene.bands}
@@ -88,46 +73,34 @@ def extract_backscatter(
     parcels: Sequence[Parcel],
     config: PixelSetConfig = DEFAULT_PIXEL_SETS,
     parcels_crs: str | None = "EPSG:4326",
-) -> ParcelBackscatter:
-    """Per-parcel backscatter statistics of one Sentinel-1 scene."""
+) -> ParcelValues:
+    """Per-parcel backscatter statistics of one Sentinel-1 scene, named by `channels`."""
     for band in bands:  # fail before reading anything
         to_db(np.ones(1), band)
     names = channels(bands)
-    rows: list[npt.NDArray[np.float32]] = []
-    counts: list[int] = []
-    members: list[int] = []
-    in_scene = 0
+
+    def statistics(
+        block: ParcelBlock, observed: npt.NDArray[np.int64], ids: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        db = np.stack([to_db(block.raw[b, block.valid], band) for b, band in enumerate(bands)])
+        starts, n = block.starts[observed], block.counts[observed]
+        # each observed parcel's valid pixels are contiguous from its start
+        mean_db = 10.0 * np.log10(np.add.reduceat(10.0 ** (db / 10.0), starts, axis=1) / n)
+        mean_of_db = np.add.reduceat(db, starts, axis=1) / n
+        var = np.add.reduceat(db**2, starts, axis=1) / n - mean_of_db**2
+        stats = [mean_db, np.sqrt(np.clip(var, 0, None))]
+        if len(names) > 2 * len(bands):
+            stats.append(mean_db[1:2] - mean_db[0:1])
+        table: npt.NDArray[np.float32] = np.concatenate(stats).T.astype(np.float32)
+        return table
+
     with ParcelReader(bands, require_positive=True) as reader:
-        geoms = reader.geometries(parcels, parcels_crs)
-        for block in reader.blocks(geoms, config.block_px):
-            in_scene += int(np.count_nonzero(block.covered))
-            observed = np.flatnonzero(block.counts)
-            if not observed.size:
-                continue
-            db = np.stack([to_db(block.raw[b, block.valid], band) for b, band in enumerate(bands)])
-            linear = 10.0 ** (db / 10.0)
-            starts = block.starts[observed]
-            n = block.counts[observed]
-            mean_db = 10.0 * np.log10(np.add.reduceat(linear, starts, axis=1) / n)
-            mean_of_db = np.add.reduceat(db, starts, axis=1) / n
-            var = np.add.reduceat(db**2, starts, axis=1) / n - mean_of_db**2
-            stats = [mean_db, np.sqrt(np.clip(var, 0, None))]
-            if len(names) > 2 * len(bands):
-                stats.append(mean_db[1:2] - mean_db[0:1])
-            rows.append(np.concatenate(stats).T.astype(np.float32))
-            counts.extend(int(c) for c in n)
-            members.extend(block.members[k] for k in observed)
-        parcel_ids = np.asarray([parcels[m].id for m in members], np.int64)
-        feats = geometric_features([geoms[m] for m in members], reader.pixel_area)
-        crs = reader.crs
-    order = np.argsort(parcel_ids, kind="stable")
-    values = np.concatenate(rows) if rows else np.zeros((0, len(names)), np.float32)
-    return ParcelBackscatter(
-        parcel_ids=parcel_ids[order],
-        values=values[order],
-        channels=names,
-        n_valid=np.asarray(counts, np.int32)[order],
-        geomfeat=feats[order],
-        in_scene=in_scene,
-        crs=crs,
-    )
+        return collect(
+            reader,
+            parcels,
+            parcels_crs,
+            config.block_px,
+            statistics,
+            names,
+            np.zeros((0, len(names)), np.float32),
+        )

@@ -17,10 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, MutableSequence
 from datetime import datetime
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from revisit_common import events_pb2 as pb
 from revisit_common.events import (
@@ -42,6 +38,7 @@ from revisit_preprocess.pixelsets import (
     DEFAULT_PIXEL_SETS,
     VALUE_SCALE,
     Parcel,
+    ParcelValues,
     PixelSetConfig,
     extract_pixel_sets,
 )
@@ -142,18 +139,7 @@ def _parcel_pixels(
         return _no_parcel(batch, scene)
     acquisition = scene.acquisition_key or _id(scene)
     sets = extract_pixel_sets(bands, _scl(scene, batch.notes), found, acquisition, config)
-    _fill_parcels(
-        batch,
-        scene,
-        store,
-        "parcel_pixels",
-        {"values": sets.values, "n_valid": sets.n_valid, "geomfeat": sets.geomfeat},
-        sets.parcel_ids,
-        [b.band for b in bands],
-        VALUE_SCALE,
-        sets.in_scene,
-    )
-    batch.epsg = sets.crs.to_epsg() or 0
+    _fill_parcels(batch, scene, store, "parcel_pixels", sets, VALUE_SCALE)
     return batch
 
 
@@ -178,18 +164,7 @@ def _parcel_backscatter(
         batch.no_valid_observation = True
         batch.notes.append(str(exc))
         return batch
-    _fill_parcels(
-        batch,
-        scene,
-        store,
-        "parcel_s1",
-        {"values": stats.values, "n_valid": stats.n_valid, "geomfeat": stats.geomfeat},
-        stats.parcel_ids,
-        stats.channels,
-        1.0,
-        stats.in_scene,
-    )
-    batch.epsg = stats.crs.to_epsg() or 0
+    _fill_parcels(batch, scene, store, "parcel_s1", stats, 1.0)
     return batch
 
 
@@ -207,16 +182,15 @@ def _fill_parcels(
     scene: pb.SceneDiscovered,
     store: PayloadStore,
     product: str,
-    arrays: dict[str, npt.NDArray[Any]],
-    parcel_ids: npt.NDArray[np.int64],
-    channels: list[str],
+    found: ParcelValues,
     value_scale: float,
-    in_scene: int,
 ) -> None:
     acquired: datetime = to_datetime(scene.header.acquired_at)
     season = season_of(acquired, scene.aoi.season_start)
     out = batch.parcels
-    out.channels.extend(channels)
+    batch.epsg = found.crs.to_epsg() or 0
+    in_scene, parcel_ids = found.in_scene, found.parcel_ids
+    out.channels.extend(found.channels)
     out.value_scale = value_scale
     out.day_of_year = acquired.timetuple().tm_yday
     out.season = season
@@ -233,7 +207,8 @@ def _fill_parcels(
     series = series_key(product, scene.aoi.name, season, scene.tile_id)
     key = f"{series}/{key_part(_id(scene))}"
     refs = {"parcel_ids": store.put_array(f"{key}/parcel_ids", parcel_ids)}
-    refs.update({name: store.put_array(f"{key}/{name}", a) for name, a in arrays.items()})
+    for name in ("values", "n_valid", "geomfeat"):
+        refs[name] = store.put_array(f"{key}/{name}", getattr(found, name))
     out.parcel_ids.CopyFrom(refs["parcel_ids"])
     out.values.CopyFrom(refs["values"])
     out.n_valid.CopyFrom(refs["n_valid"])

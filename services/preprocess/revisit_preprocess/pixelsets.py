@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -58,11 +58,13 @@ DEFAULT_PIXEL_SETS = PixelSetConfig()
 
 
 @dataclass(frozen=True)
-class PixelSets:
-    """The parcels of one pass that have at least one valid pixel, in parcel id order."""
+class ParcelValues:
+    """What one pass gives for the parcels with at least one valid pixel, by parcel id."""
 
     parcel_ids: npt.NDArray[np.int64]  # (P,)
-    values: npt.NDArray[np.int16]  # (P, C, S): reflectance × VALUE_SCALE
+    # pixel sets: int16 (P, C, S), reflectance × VALUE_SCALE; S1: float32 (P, F) statistics
+    values: npt.NDArray[Any]
+    channels: list[str]  # names of the C bands or F statistics
     n_valid: npt.NDArray[np.int32]  # (P,): valid pixels of the parcel in this pass
     geomfeat: npt.NDArray[np.float32]  # (P, 4), see GEOMFEAT
     in_scene: int  # parcels with at least one pixel centre (or their point) on the rasters
@@ -372,6 +374,50 @@ class ParcelReader:
         )
 
 
+#: Values of the observed parcels of one block: (block, positions of the observed
+#: members in `block.members`, their parcel ids) -> one row per observed parcel.
+Summary = Callable[[ParcelBlock, npt.NDArray[np.int64], npt.NDArray[np.int64]], npt.NDArray[Any]]
+
+
+def collect(
+    reader: ParcelReader,
+    parcels: Sequence[Parcel],
+    parcels_crs: str | None,
+    block_px: int,
+    summarize: Summary,
+    channels: list[str],
+    empty: npt.NDArray[Any],
+) -> ParcelValues:
+    """Read the parcels block by block and keep `summarize`'s rows, in parcel id order."""
+    rows: list[npt.NDArray[Any]] = []
+    counts: list[npt.NDArray[np.int64]] = []
+    members: list[int] = []
+    in_scene = 0
+    geoms = reader.geometries(parcels, parcels_crs)
+    for block in reader.blocks(geoms, block_px):
+        in_scene += int(np.count_nonzero(block.covered))
+        observed = np.flatnonzero(block.counts)
+        if not observed.size:
+            continue
+        chosen = [block.members[k] for k in observed]
+        rows.append(summarize(block, observed, np.asarray([parcels[m].id for m in chosen])))
+        counts.append(block.counts[observed])
+        members.extend(chosen)
+    ids = np.asarray([parcels[m].id for m in members], np.int64)
+    order = np.argsort(ids, kind="stable")
+    return ParcelValues(
+        parcel_ids=ids[order],
+        values=(np.concatenate(rows) if rows else empty)[order],
+        channels=channels,
+        n_valid=(np.concatenate(counts) if counts else np.zeros(0, np.int64)).astype(np.int32)[
+            order
+        ],
+        geomfeat=geometric_features([geoms[m] for m in members], reader.pixel_area)[order],
+        in_scene=in_scene,
+        crs=reader.crs,
+    )
+
+
 def extract_pixel_sets(
     bands: Sequence[pb.BandAsset],
     scl: pb.BandAsset | None,
@@ -379,43 +425,29 @@ def extract_pixel_sets(
     acquisition: str,
     config: PixelSetConfig = DEFAULT_PIXEL_SETS,
     parcels_crs: str | None = "EPSG:4326",
-) -> PixelSets:
+) -> ParcelValues:
     """Pixel sets of `parcels` on the scene of `bands` (first band = 10 m reference)."""
     size = config.pixels
-    scales = np.array([b.scale for b in bands], np.float64)[:, None]
-    offsets = np.array([b.offset for b in bands], np.float64)[:, None]
-    ids: list[int] = []
-    values: list[npt.NDArray[np.int16]] = []
-    counts: list[int] = []
-    rows_feat: list[int] = []
-    in_scene = 0
+    scales = np.array([b.scale for b in bands], np.float64)[:, None, None]
+    offsets = np.array([b.offset for b in bands], np.float64)[:, None, None]
+
+    def pixel_sets(
+        block: ParcelBlock, observed: npt.NDArray[np.int64], ids: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int16]:
+        positions = sample_positions(ids, block.counts[observed], acquisition, size)
+        columns = block.valid[block.starts[observed][:, None] + positions]  # (P, S)
+        reflectance = block.raw[:, columns] * scales + offsets  # (C, P, S)
+        scaled = np.round(reflectance * VALUE_SCALE).clip(-32768, 32767).astype(np.int16)
+        by_parcel: npt.NDArray[np.int16] = scaled.transpose(1, 0, 2)  # (P, C, S)
+        return by_parcel
+
     with ParcelReader(bands, scl) as reader:
-        geoms = reader.geometries(parcels, parcels_crs)
-        for block in reader.blocks(geoms, config.block_px):
-            in_scene += int(np.count_nonzero(block.covered))
-            observed = np.flatnonzero(block.counts)
-            if not observed.size:
-                continue
-            members = [block.members[k] for k in observed]
-            block_ids = np.asarray([parcels[m].id for m in members], np.int64)
-            positions = sample_positions(block_ids, block.counts[observed], acquisition, size)
-            columns = block.valid[block.starts[observed][:, None] + positions]  # (P, S)
-            reflectance = block.raw[:, columns] * scales[:, :, None] + offsets[:, :, None]
-            scaled = np.round(reflectance * VALUE_SCALE).clip(-32768, 32767).astype(np.int16)
-            values.append(scaled.transpose(1, 0, 2))  # (P, C, S)
-            ids.extend(block_ids.tolist())
-            counts.extend(block.counts[observed].tolist())
-            rows_feat.extend(members)
-        feats = geometric_features([geoms[i] for i in rows_feat], reader.pixel_area)
-        crs = reader.crs
-    order = np.argsort(np.asarray(ids, np.int64), kind="stable")
-    return PixelSets(
-        parcel_ids=np.asarray(ids, np.int64)[order],
-        values=(np.concatenate(values) if values else np.zeros((0, len(bands), size), np.int16))[
-            order
-        ],
-        n_valid=np.asarray(counts, np.int32)[order],
-        geomfeat=feats[order],
-        in_scene=in_scene,
-        crs=crs,
-    )
+        return collect(
+            reader,
+            parcels,
+            parcels_crs,
+            config.block_px,
+            pixel_sets,
+            [b.band for b in bands],
+            np.zeros((0, len(bands), size), np.int16),
+        )
