@@ -12,11 +12,12 @@ from sqlalchemy import Engine
 from revisit_catalog.registry import make_subscription, save_subscriptions, subscriptions
 from revisit_common import events_pb2 as pb
 from revisit_common.db.parcels import ParcelLoadError, ParcelRecord, load_parcels, parcels_in
-from revisit_common.payload import LocalPayloadStore
+from revisit_common.payload import PayloadStore
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LczGrid
 from revisit_preprocess.main import database_parcels
-from revisit_preprocess.pixelsets import PixelSetConfig, to_crs
+from revisit_preprocess.pixelsets import PixelSetConfig
+from revisit_preprocess.raster import to_crs
 from tests.eolearn_scenes import EoLearnPatch
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,7 @@ def test_parcels_loaded_into_postgis_feed_pixel_sets(
     expected = sorted(p.id for p, g in zip(patch.parcels, wgs84, strict=True) if g.intersects(west))
     assert [p.id for p in source("slovenia", west.wkt)] == expected and 0 < len(expected) < 88
     (out,) = handle_scene(
-        clear, LocalPayloadStore(tmp_path / "store"), LczGrid(), source, PixelSetConfig(16)
+        clear, PayloadStore(tmp_path / "store"), LczGrid(), source, PixelSetConfig(16)
     )
     batch = out.event
     assert isinstance(batch, pb.ObservationBatch) and batch.parcels.parcels_observed == 86

@@ -17,7 +17,7 @@ from revisit_common import events_pb2 as pb
 from revisit_preprocess.backscatter import UncalibratedError, extract_backscatter
 from revisit_preprocess.pixelsets import Parcel, PixelSetConfig
 from tests.rasters import write_cog
-from tests.unit.test_pixelsets import cube_parcels
+from tests.unit.test_pixelsets import cube_parcels, parcel_pixels
 
 MONTH = 7  # 2021-06
 
@@ -36,15 +36,7 @@ def reference(
     transform: rasterio.Affine,
     parcel: Parcel,
 ) -> list[float] | None:
-    inside = rasterio.features.rasterize(
-        [(parcel.geometry, 1)], out_shape=valid.shape, transform=transform
-    ).astype(bool)
-    if not inside.any():
-        point = parcel.geometry.representative_point()
-        col, row = ~transform @ (point.x, point.y)
-        if not (0 <= row < valid.shape[0] and 0 <= col < valid.shape[1]):
-            return None
-        inside[int(row), int(col)] = True
+    inside = parcel_pixels(parcel.geometry, valid.shape, transform)
     px = inside & valid
     if not px.any():
         return None

@@ -18,7 +18,7 @@ from revisit_catalog.stac import version_of
 from revisit_cli.demo_data import BANDS as DEMO_BANDS
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.payload import LocalPayloadStore
+from revisit_common.payload import PayloadStore
 from revisit_inference.handler import handle_observation
 from revisit_models.lcz import Sen2LczDrop, load_keras_weights
 from revisit_preprocess.handler import handle_scene
@@ -72,7 +72,7 @@ def test_catalog_finds_every_monthly_pass_once(
 def test_chain_reproduces_keras_classes(
     scenes: list[pb.SceneDiscovered], tmp_path: Path, lcz_parity: dict[str, np.ndarray]
 ) -> None:
-    store = LocalPayloadStore(tmp_path)
+    store = PayloadStore(tmp_path)
     lcz = InProcessLcz()
     stored: list[int] = []
     empty = []
@@ -98,9 +98,9 @@ def test_chain_reproduces_keras_classes(
 def test_observation_of_unknown_kind_is_poison(tmp_path: Path) -> None:
     batch = pb.ObservationBatch(kind="pixel_sets")
     with pytest.raises(PoisonError, match="no model yet"):
-        handle_observation(batch, LocalPayloadStore(tmp_path), InProcessLcz())
+        handle_observation(batch, PayloadStore(tmp_path), InProcessLcz())
 
 
 def test_observation_of_a_kind_without_model_yet_is_skipped(tmp_path: Path) -> None:
     batch = pb.ObservationBatch(kind="parcel_pixels")
-    assert handle_observation(batch, LocalPayloadStore(tmp_path), InProcessLcz()) == []
+    assert handle_observation(batch, PayloadStore(tmp_path), InProcessLcz()) == []

@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from revisit_common.errors import PoisonError, TransientError
 from revisit_common.payload import (
-    LocalPayloadStore,
     PayloadStore,
     SweepResult,
     open_payload_store,
@@ -26,7 +25,7 @@ from revisit_common.settings import ServiceSettings
 
 
 def test_round_trip_and_same_key_same_ref(tmp_path: Path) -> None:
-    store = LocalPayloadStore(tmp_path)
+    store = PayloadStore(tmp_path)
     array = np.arange(2 * 10 * 32 * 32, dtype=np.float32).reshape(2, 10, 32, 32)
     ref = store.put_array("lcz/aoi/31UFS/scene/patches", array)
     assert list(ref.shape) == [2, 10, 32, 32] and ref.dtype == "float32"
@@ -35,7 +34,7 @@ def test_round_trip_and_same_key_same_ref(tmp_path: Path) -> None:
 
 
 def test_changed_payload_is_detected(tmp_path: Path) -> None:
-    store = LocalPayloadStore(tmp_path)
+    store = PayloadStore(tmp_path)
     ref = store.put_array("a", np.zeros(4, np.float32))
     store.put_array("a", np.ones(4, np.float32))
     with pytest.raises(PoisonError, match="does not match its sha256"):
@@ -43,7 +42,7 @@ def test_changed_payload_is_detected(tmp_path: Path) -> None:
 
 
 def test_missing_payload_and_escaping_key_are_poison(tmp_path: Path) -> None:
-    store = LocalPayloadStore(tmp_path)
+    store = PayloadStore(tmp_path)
     ref = store.put_array("a", np.zeros(4, np.float32))
     ref.key = "b"
     with pytest.raises(PoisonError, match="not found"):
@@ -57,7 +56,7 @@ def test_unwritable_store_is_transient(tmp_path: Path) -> None:
     blocked = tmp_path / "payloads"
     blocked.write_bytes(b"")
     with pytest.raises(TransientError, match="not writable"):
-        LocalPayloadStore(blocked).put_array("a/b", np.zeros(1))
+        PayloadStore(blocked).put_array("a/b", np.zeros(1))
 
 
 def age(store: PayloadStore, key: str, days: float) -> None:
@@ -175,7 +174,7 @@ def test_metrics_count_writes_and_usage(tmp_path: Path) -> None:
 
 
 def test_stores_of_the_default_registry_share_its_metrics(tmp_path: Path) -> None:
-    first, second = LocalPayloadStore(tmp_path), LocalPayloadStore(tmp_path / "2")
+    first, second = PayloadStore(tmp_path), PayloadStore(tmp_path / "2")
     before = REGISTRY.get_sample_value(
         "revisit_payload_written_bytes_total", {"service": "unknown"}
     )

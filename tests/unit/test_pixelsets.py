@@ -34,6 +34,22 @@ from tests.rasters import write_cog
 S = 16
 
 
+def parcel_pixels(
+    geometry: BaseGeometry, shape: tuple[int, ...], transform: rasterio.Affine
+) -> npt.NDArray[np.bool_]:
+    """The parcel's pixels by GDAL's own rasterize (pixel centres), or the pixel under its
+    representative point when it covers no pixel centre (none when that is off the grid)."""
+    inside = rasterio.features.rasterize(
+        [(geometry, 1)], out_shape=shape, transform=transform, fill=0, dtype="uint8"
+    ).astype(bool)
+    if not inside.any():
+        point = geometry.representative_point()
+        col, row = ~transform @ (point.x, point.y)
+        if 0 <= row < shape[0] and 0 <= col < shape[1]:
+            inside[int(row), int(col)] = True
+    return inside
+
+
 def reference_pixels(
     dn: npt.NDArray[np.floating],  # (C, rows, cols)
     valid: npt.NDArray[np.bool_],  # (rows, cols)
@@ -45,17 +61,7 @@ def reference_pixels(
     size: int = S,
 ) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int64]] | None:
     """The pixel set of one parcel computed on whole arrays, and the flat pixel indices."""
-    rows, cols = valid.shape
-    inside = rasterio.features.rasterize(
-        [(parcel.geometry, 1)], out_shape=(rows, cols), transform=transform, fill=0, dtype="uint8"
-    )
-    pixels = np.flatnonzero(inside)
-    if pixels.size == 0:
-        point = parcel.geometry.representative_point()
-        col, row = ~transform @ (point.x, point.y)
-        if not (0 <= row < rows and 0 <= col < cols):
-            return None
-        pixels = np.array([int(row) * cols + int(col)])
+    pixels = np.flatnonzero(parcel_pixels(parcel.geometry, valid.shape, transform))
     good = pixels[valid.ravel()[pixels]]
     if good.size == 0:
         return None
@@ -122,16 +128,9 @@ def test_share_of_parcels_observed_per_scene_on_the_real_series(
         # a parcel is observed iff one of its pixels is clear: checked on the masks directly
         clear = 0
         for parcel in eolearn_patch.parcels:
-            inside = rasterio.features.rasterize(
-                [(parcel.geometry, 1)],
-                out_shape=eolearn_patch.cloud[t].shape,
-                transform=eolearn_patch.transform,
-            ).astype(bool)
-            if not inside.any():
-                point = parcel.geometry.representative_point()
-                col, row = ~eolearn_patch.transform @ (point.x, point.y)
-                if 0 <= row < inside.shape[0] and 0 <= col < inside.shape[1]:
-                    inside[int(row), int(col)] = True
+            inside = parcel_pixels(
+                parcel.geometry, eolearn_patch.cloud[t].shape, eolearn_patch.transform
+            )
             clear += bool((inside & ~eolearn_patch.cloud[t]).any())
         assert got.observed == clear
         shares.append(got.observed / got.in_scene)
@@ -255,7 +254,7 @@ def test_a_month_without_data_observes_no_parcel(tmp_path: Path) -> None:
 def test_parcels_given_in_wgs84_are_reprojected(
     cube_scene: tuple[list[pb.BandAsset], npt.NDArray[np.uint16], rasterio.Affine],
 ) -> None:
-    from revisit_preprocess.pixelsets import to_crs
+    from revisit_preprocess.raster import to_crs
 
     bands, _, transform = cube_scene
     local = cube_parcels(transform)[:1]

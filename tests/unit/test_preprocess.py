@@ -12,7 +12,7 @@ from affine import Affine
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.payload import LocalPayloadStore
+from revisit_common.payload import PayloadStore
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LCZ_BANDS, LczGrid, select_bands
 from revisit_preprocess.raster import snapped_window
@@ -26,7 +26,7 @@ def june(demo_scenes: list[pb.SceneDiscovered]) -> pb.SceneDiscovered:
 def test_patches_are_reflectance_in_so2sat_band_order(
     june: pb.SceneDiscovered, tmp_path: Path, lcz_parity: dict[str, np.ndarray]
 ) -> None:
-    store = LocalPayloadStore(tmp_path)
+    store = PayloadStore(tmp_path)
     (out,) = handle_scene(june, store, LczGrid())
     batch = out.event
     assert isinstance(batch, pb.ObservationBatch)
@@ -47,7 +47,7 @@ def test_aoi_outside_the_scene_is_no_valid_observation(
     far = pb.SceneDiscovered()
     far.CopyFrom(june)
     far.aoi.geometry_wkt = "POLYGON ((5.5 50.7, 5.51 50.7, 5.51 50.71, 5.5 50.71, 5.5 50.7))"
-    (out,) = handle_scene(far, LocalPayloadStore(tmp_path), LczGrid())
+    (out,) = handle_scene(far, PayloadStore(tmp_path), LczGrid())
     assert isinstance(out.event, pb.ObservationBatch)
     assert out.event.no_valid_observation and not out.event.lcz_patches
 
@@ -64,13 +64,13 @@ def test_unreadable_raster_is_poison(june: pb.SceneDiscovered, tmp_path: Path) -
     corrupt.write_bytes(b"II*\x00 this is not a GeoTIFF")
     broken.bands[0].href = str(corrupt)
     with pytest.raises(PoisonError, match="unreadable raster"):
-        handle_scene(broken, LocalPayloadStore(tmp_path), LczGrid())
+        handle_scene(broken, PayloadStore(tmp_path), LczGrid())
     # A broken band other than the reference is named in the error, not the reference.
     broken.CopyFrom(june)
     b11 = next(b for b in broken.bands if b.band == "B11")
     b11.href = str(corrupt)
     with pytest.raises(PoisonError, match=f"unreadable raster {corrupt}"):
-        handle_scene(broken, LocalPayloadStore(tmp_path), LczGrid())
+        handle_scene(broken, PayloadStore(tmp_path), LczGrid())
 
 
 def test_window_is_snapped_to_the_patch_grid_and_clipped() -> None:
@@ -118,7 +118,7 @@ def with_scl(scene: pb.SceneDiscovered, path: Path, cloudy_columns: float) -> pb
 def test_scl_clouds_mask_patches_and_a_fully_cloudy_aoi_is_no_valid_observation(
     june: pb.SceneDiscovered, tmp_path: Path
 ) -> None:
-    store = LocalPayloadStore(tmp_path)
+    store = PayloadStore(tmp_path)
     (clear,) = handle_scene(june, store, LczGrid())
     assert isinstance(clear.event, pb.ObservationBatch)
     assert any("no SCL band" in n for n in clear.event.notes)

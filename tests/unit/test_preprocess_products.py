@@ -14,10 +14,11 @@ from rasterio.transform import from_origin
 
 from revisit_cli.demo_data import CUBE, EPSG
 from revisit_common import events_pb2 as pb
-from revisit_common.payload import LocalPayloadStore
+from revisit_common.payload import PayloadStore
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LCZ_BANDS, LczGrid
-from revisit_preprocess.pixelsets import Parcel, PixelSetConfig, extract_pixel_sets, to_crs
+from revisit_preprocess.pixelsets import Parcel, PixelSetConfig, extract_pixel_sets
+from revisit_preprocess.raster import to_crs
 from revisit_preprocess.series import read_series, season_of
 from tests.eolearn_scenes import EoLearnPatch
 from tests.rasters import write_cog
@@ -48,7 +49,7 @@ def wgs84_parcels(eolearn_patch: EoLearnPatch) -> list[Parcel]:
 def test_passes_in_any_order_and_replays_build_one_ordered_series_per_season(
     eolearn_patch: EoLearnPatch, scenes: list[pb.SceneDiscovered], tmp_path: Path
 ) -> None:
-    store = LocalPayloadStore(tmp_path)
+    store = PayloadStore(tmp_path)
     parcels = wgs84_parcels(eolearn_patch)
     asked: list[str] = []
 
@@ -101,7 +102,7 @@ def test_passes_in_any_order_and_replays_build_one_ordered_series_per_season(
 def test_an_aoi_without_parcels_is_no_valid_observation(
     scenes: list[pb.SceneDiscovered], tmp_path: Path
 ) -> None:
-    (out,) = handle_scene(scenes[0], LocalPayloadStore(tmp_path), LczGrid())
+    (out,) = handle_scene(scenes[0], PayloadStore(tmp_path), LczGrid())
     assert isinstance(out.event, pb.ObservationBatch)
     assert out.event.no_valid_observation and "no parcel of AOI" in out.event.notes[-1]
 
@@ -130,7 +131,7 @@ def _s1_scene(tmp_path: Path, quantity: str) -> tuple[pb.SceneDiscovered, list[P
 
 def test_sentinel1_backscatter_per_parcel_goes_to_its_own_series(tmp_path: Path) -> None:
     scene, parcels = _s1_scene(tmp_path, "db_uint16")
-    store = LocalPayloadStore(tmp_path / "store")
+    store = PayloadStore(tmp_path / "store")
     (out,) = handle_scene(scene, store, LczGrid(), lambda aoi, fp: parcels)
     batch = out.event
     assert isinstance(batch, pb.ObservationBatch) and batch.kind == "parcel_s1"
@@ -149,7 +150,7 @@ def test_sentinel1_backscatter_per_parcel_goes_to_its_own_series(tmp_path: Path)
 
 def test_uncalibrated_grd_and_hh_only_scenes_say_why_they_observe_nothing(tmp_path: Path) -> None:
     scene, parcels = _s1_scene(tmp_path, "amplitude_dn")
-    store = LocalPayloadStore(tmp_path / "store")
+    store = PayloadStore(tmp_path / "store")
     (out,) = handle_scene(scene, store, LczGrid(), lambda aoi, fp: parcels)
     assert isinstance(out.event, pb.ObservationBatch) and out.event.no_valid_observation
     assert "calibration" in out.event.notes[-1]
@@ -166,7 +167,7 @@ def test_region_inputs_are_reflectance_indices_and_angles(
     june.CopyFrom(next(s for s in demo_scenes if s.header.scene_id.endswith("20210601_MONTHLY")))
     june.aoi.kind = "region"
     june.view.sun_zenith, june.view.view_zenith = 30.5, 4.2
-    store = LocalPayloadStore(tmp_path)
+    store = PayloadStore(tmp_path)
     (out,) = handle_scene(june, store, LczGrid())
     batch = out.event
     assert isinstance(batch, pb.ObservationBatch) and batch.kind == "region_pixels"

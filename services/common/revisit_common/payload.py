@@ -410,10 +410,6 @@ class PayloadStore:
         return thread
 
 
-#: The name of the store before it knew other filesystems than the local one.
-LocalPayloadStore = PayloadStore
-
-
 def open_payload_store(
     url: str | os.PathLike[str],
     storage_options: Mapping[str, Any] | None = None,

@@ -9,7 +9,7 @@ import numpy as np
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.events import PREDICTIONS_TOPIC, derived_header
-from revisit_common.payload import LocalPayloadStore
+from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
 from revisit_inference.triton import Classifier
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def handle_observation(
-    batch: pb.ObservationBatch, store: LocalPayloadStore, lcz: Classifier
+    batch: pb.ObservationBatch, store: PayloadStore, lcz: Classifier
 ) -> list[Output]:
     if batch.kind in NOT_SERVED_YET:
         log.info("inference: no model serves %s observations yet, skipped", batch.kind)

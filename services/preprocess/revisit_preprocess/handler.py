@@ -96,6 +96,13 @@ def _batch(scene: pb.SceneDiscovered, kind: str, notes: list[str]) -> pb.Observa
     )
 
 
+def _nothing(batch: pb.ObservationBatch, reason: str) -> pb.ObservationBatch:
+    """The batch as a "no valid observation" outcome, with why."""
+    batch.no_valid_observation = True
+    batch.notes.append(reason)
+    return batch
+
+
 def _scl(scene: pb.SceneDiscovered, notes: MutableSequence[str]) -> pb.BandAsset | None:
     scl = next((b for b in scene.bands if b.band == SCL_BAND), None)
     if scl is None:
@@ -112,9 +119,7 @@ def _lcz(scene: pb.SceneDiscovered, store: PayloadStore, grid: LczGrid) -> pb.Ob
     stack = read_stack(bands, scene.aoi.geometry_wkt, grid.stride_px, _scl(scene, notes))
     batch = _batch(scene, "lcz_patches", notes)
     if stack is None:
-        batch.no_valid_observation = True
-        batch.notes.append("the AOI does not overlap the scene's rasters")
-        return batch
+        return _nothing(batch, "the AOI does not overlap the scene's rasters")
     array, patches = cut_patches(stack, grid)
     batch.epsg = stack.crs.to_epsg() or 0
     batch.lcz_patches.extend(patches)
@@ -152,29 +157,24 @@ def _parcel_backscatter(
     batch = _batch(scene, "parcel_s1", [])
     bands = select_polarizations(scene)
     if not bands:
-        batch.no_valid_observation = True
-        batch.notes.append(f"no VV or VH band (polarisations: {list(scene.polarizations)})")
-        return batch
+        return _nothing(batch, f"no VV or VH band (polarisations: {list(scene.polarizations)})")
     found = parcels(scene.aoi.name, scene.footprint_wkt)
     if not found:
         return _no_parcel(batch, scene)
     try:
         stats = extract_backscatter(bands, found, config)
     except UncalibratedError as exc:
-        batch.no_valid_observation = True
-        batch.notes.append(str(exc))
-        return batch
+        return _nothing(batch, str(exc))
     _fill_parcels(batch, scene, store, "parcel_s1", stats, 1.0)
     return batch
 
 
 def _no_parcel(batch: pb.ObservationBatch, scene: pb.SceneDiscovered) -> pb.ObservationBatch:
-    batch.no_valid_observation = True
-    batch.notes.append(
+    return _nothing(
+        batch,
         f"no parcel of AOI {scene.aoi.name!r} in the scene's footprint (parcels are loaded "
-        "into PostGIS per AOI)"
+        "into PostGIS per AOI)",
     )
-    return batch
 
 
 def _fill_parcels(
@@ -197,22 +197,19 @@ def _fill_parcels(
     out.parcels_in_scene = in_scene
     out.parcels_observed = len(parcel_ids)
     if not len(parcel_ids):
-        batch.no_valid_observation = True
-        batch.notes.append(
+        _nothing(
+            batch,
             f"none of the {in_scene} parcels in the scene has a valid pixel (cloud or no data)"
             if in_scene
-            else "no parcel of the AOI lies on the scene's rasters"
+            else "no parcel of the AOI lies on the scene's rasters",
         )
         return
     series = series_key(product, scene.aoi.name, season, scene.tile_id)
     key = f"{series}/{key_part(_id(scene))}"
-    refs = {"parcel_ids": store.put_array(f"{key}/parcel_ids", parcel_ids)}
-    for name in ("values", "n_valid", "geomfeat"):
+    refs = {}
+    for name in ("parcel_ids", "values", "n_valid", "geomfeat"):
         refs[name] = store.put_array(f"{key}/{name}", getattr(found, name))
-    out.parcel_ids.CopyFrom(refs["parcel_ids"])
-    out.values.CopyFrom(refs["values"])
-    out.n_valid.CopyFrom(refs["n_valid"])
-    out.geomfeat.CopyFrom(refs["geomfeat"])
+        getattr(out, name).CopyFrom(refs[name])
     out.series_key = series
     out.series_length = append_pass(store, series, acquired, scene, refs)
 
@@ -222,9 +219,7 @@ def _region(scene: pb.SceneDiscovered, store: PayloadStore) -> pb.ObservationBat
     stack = read_stack(bands, scene.aoi.geometry_wkt, 1, _scl(scene, notes))
     batch = _batch(scene, "region_pixels", notes)
     if stack is None:
-        batch.no_valid_observation = True
-        batch.notes.append("the AOI does not overlap the scene's rasters")
-        return batch
+        return _nothing(batch, "the AOI does not overlap the scene's rasters")
     inputs = region_inputs(stack)
     batch.epsg = stack.crs.to_epsg() or 0
     region = batch.region
@@ -237,9 +232,7 @@ def _region(scene: pb.SceneDiscovered, store: PayloadStore) -> pb.ObservationBat
     else:
         batch.notes.append("the scene has no sun/view angles: biophysical inputs incomplete")
     if not inputs.valid.any():
-        batch.no_valid_observation = True
-        batch.notes.append("no valid pixel in the AOI (cloud or no data)")
-        return batch
+        return _nothing(batch, "no valid pixel in the AOI (cloud or no data)")
     key = _key(scene, "region")
     region.reflectance.CopyFrom(store.put_array(f"{key}/reflectance", inputs.reflectance))
     region.valid.CopyFrom(store.put_array(f"{key}/valid", inputs.valid))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from revisit_common import events_pb2 as pb
+from revisit_common.db.errors import database_errors
 from revisit_common.db.parcels import parcels_in
-from revisit_common.errors import TransientError
 from revisit_common.events import SCENES_TOPIC
 from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
@@ -39,12 +38,8 @@ def database_parcels(engine: Engine) -> ParcelSource:
     """The parcels of an AOI under a scene footprint, from PostGIS."""
 
     def fetch(aoi: str, footprint_wkt: str) -> list[Parcel]:
-        try:
+        with database_errors():
             rows = parcels_in(engine, aoi, footprint_wkt)
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                raise TransientError(f"cannot read parcels from PostGIS now: {exc}") from exc
-            raise
         return [Parcel(pid, geom) for pid, geom in rows]
 
     return fetch

@@ -27,14 +27,21 @@ import numpy.typing as npt
 import rasterio
 import shapely
 from affine import Affine
-from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_preprocess.raster import GDAL_ENV, SCL_INVALID, open_band, read_window
+from revisit_preprocess.raster import (
+    GDAL_ENV,
+    SCL_INVALID,
+    nodata_of,
+    open_band,
+    open_bands,
+    read_window,
+    to_crs,
+)
 
 #: Stored pixel values are reflectance × VALUE_SCALE, as int16 (−3.27 … 3.27 reflectance).
 VALUE_SCALE = 10_000.0
@@ -73,19 +80,6 @@ class ParcelValues:
     @property
     def observed(self) -> int:
         return len(self.parcel_ids)
-
-
-def to_crs(
-    geometries: Sequence[BaseGeometry], crs: CRS, src: str = "EPSG:4326"
-) -> list[BaseGeometry]:
-    """Geometries reprojected (vectorised, coordinates in x/y order)."""
-    transformer = Transformer.from_crs(src, crs, always_xy=True)
-
-    def project(coords: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        x, y = transformer.transform(coords[:, 0], coords[:, 1])
-        return np.column_stack([x, y])
-
-    return list(shapely.transform(np.asarray(geometries, dtype=object), project))
 
 
 def geometric_features(
@@ -272,20 +266,12 @@ class ParcelReader:
     def __enter__(self) -> ParcelReader:
         opened = self._stack
         opened.enter_context(rasterio.Env(**GDAL_ENV))
-        self.sources = [opened.enter_context(open_band(b)) for b in self.bands]
+        self.sources = open_bands(opened, self.bands)
         self.scl_src = opened.enter_context(open_band(self.scl)) if self.scl is not None else None
         ref = self.sources[0]
         self.crs, self.transform = ref.crs, ref.transform
         self.width, self.height = ref.width, ref.height
-        for band, src in zip(self.bands[1:], self.sources[1:], strict=True):
-            if src.crs != self.crs:
-                raise PoisonError(
-                    f"band {band.band} is in {src.crs}, band {self.bands[0].band} in {self.crs}"
-                )
-        self.nodata = [
-            b.nodata if b.has_nodata else s.nodata
-            for b, s in zip(self.bands, self.sources, strict=True)
-        ]
+        self.nodata = [nodata_of(b, s) for b, s in zip(self.bands, self.sources, strict=True)]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -333,17 +319,17 @@ class ParcelReader:
         h, w = int(window.height), int(window.width)
         win_transform = rasterio.windows.transform(window, self.transform)
         labelled, pixel_label = scanline_pixels([geoms[m] for m in members], win_transform, h, w)
-        pixel_label += 1
         # Parcels smaller than a pixel (or too thin to cover a pixel centre) get the
         # pixel under their representative point.
-        covered = np.bincount(pixel_label, minlength=len(members) + 1)
+        covered = np.bincount(pixel_label, minlength=len(members))
         extra_idx, extra_lab = [], []
-        for k in np.flatnonzero(covered[1:] == 0):
+        for k in np.flatnonzero(covered == 0):
             point = geoms[members[k]].representative_point()
             col, row = ~win_transform @ (point.x, point.y)
             if 0 <= row < h and 0 <= col < w:
                 extra_idx.append(int(row) * w + int(col))
-                extra_lab.append(k + 1)
+                extra_lab.append(k)
+                covered[k] = 1
         if extra_idx:
             labelled = np.concatenate([labelled, np.asarray(extra_idx, np.int64)])
             pixel_label = np.concatenate([pixel_label, np.asarray(extra_lab, np.int64)])
@@ -363,14 +349,14 @@ class ParcelReader:
             classes = self._pick(self.scl_src, self.scl.href, window, labelled, rows, cols)
             valid &= ~np.isin(classes, SCL_INVALID)
         good_label = pixel_label[valid]
-        counts = np.bincount(good_label, minlength=len(members) + 1)[1:]
+        counts = np.bincount(good_label, minlength=len(members))
         return ParcelBlock(
             members=members,
             raw=raw,
             valid=np.flatnonzero(valid)[np.argsort(good_label, kind="stable")],
             counts=counts,
             starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
-            covered=np.bincount(pixel_label, minlength=len(members) + 1)[1:],
+            covered=covered,
         )
 
 
@@ -390,7 +376,8 @@ def collect(
 ) -> ParcelValues:
     """Read the parcels block by block and keep `summarize`'s rows, in parcel id order."""
     rows: list[npt.NDArray[Any]] = []
-    counts: list[npt.NDArray[np.int64]] = []
+    ids: list[int] = []
+    counts: list[int] = []
     members: list[int] = []
     in_scene = 0
     geoms = reader.geometries(parcels, parcels_crs)
@@ -400,18 +387,17 @@ def collect(
         if not observed.size:
             continue
         chosen = [block.members[k] for k in observed]
-        rows.append(summarize(block, observed, np.asarray([parcels[m].id for m in chosen])))
-        counts.append(block.counts[observed])
+        chosen_ids = [parcels[m].id for m in chosen]
+        rows.append(summarize(block, observed, np.asarray(chosen_ids, np.int64)))
+        ids.extend(chosen_ids)
+        counts.extend(block.counts[observed].tolist())
         members.extend(chosen)
-    ids = np.asarray([parcels[m].id for m in members], np.int64)
-    order = np.argsort(ids, kind="stable")
+    order = np.argsort(np.asarray(ids, np.int64), kind="stable")
     return ParcelValues(
-        parcel_ids=ids[order],
+        parcel_ids=np.asarray(ids, np.int64)[order],
         values=(np.concatenate(rows) if rows else empty)[order],
         channels=channels,
-        n_valid=(np.concatenate(counts) if counts else np.zeros(0, np.int64)).astype(np.int32)[
-            order
-        ],
+        n_valid=np.asarray(counts, np.int32)[order],
         geomfeat=geometric_features([geoms[m] for m in members], reader.pixel_area)[order],
         in_scene=in_scene,
         crs=reader.crs,

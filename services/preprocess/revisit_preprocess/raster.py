@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -10,14 +11,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import rasterio
+import shapely
 from affine import Affine
+from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
-from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
 from shapely import wkt as shapely_wkt
-from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from revisit_common import events_pb2 as pb
@@ -93,10 +94,10 @@ def read_stack(
     `scl` band, pixels of the `SCL_INVALID` classes are not valid either.
     """
     with rasterio.Env(**GDAL_ENV), ExitStack() as opened:
-        sources = [opened.enter_context(open_band(band)) for band in bands]
-        ref, reference = sources[0], bands[0]
+        sources = open_bands(opened, bands)
+        ref = sources[0]
         crs, ref_transform = ref.crs, ref.transform
-        aoi = shape(transform_geom("EPSG:4326", crs, mapping(_wkt(aoi_wkt_4326))))
+        aoi = to_crs([_wkt(aoi_wkt_4326)], crs)[0]
         window = snapped_window(aoi.bounds, ref_transform, ref.width, ref.height, step)
         if window is None:
             return None
@@ -106,13 +107,9 @@ def read_stack(
         reflectance = np.empty((len(bands), *shape_out), dtype=np.float32)
         valid = np.ones(shape_out, dtype=bool)
         for i, (band, src) in enumerate(zip(bands, sources, strict=True)):
-            if src.crs != crs:
-                raise PoisonError(
-                    f"band {band.band} is in {src.crs}, band {reference.band} in {crs}"
-                )
             # 20 m bands are resampled onto the 10 m grid of the reference band.
             dn = _read_onto(src, band.href, bounds, shape_out, Resampling.bilinear)
-            nodata = band.nodata if band.has_nodata else src.nodata
+            nodata = nodata_of(band, src)
             if nodata is not None:
                 valid &= dn != nodata
             reflectance[i] = dn.astype(np.float32) * band.scale + band.offset
@@ -135,17 +132,53 @@ def _read_onto(
     resampling: Resampling,
 ) -> npt.NDArray[Any]:
     """The first band of `src` over `bounds`, resampled to `shape_out` pixels."""
+    return _read(
+        src,
+        href,
+        window=from_bounds(*bounds, transform=src.transform),
+        out_shape=shape_out,
+        resampling=resampling,
+        boundless=False,
+    )
+
+
+def _read(src: rasterio.DatasetReader, href: str, **options: Any) -> npt.NDArray[Any]:
+    """Band 1 of `src`, read with `options`; read failures classified."""
     try:
-        data: npt.NDArray[Any] = src.read(
-            1,
-            window=from_bounds(*bounds, transform=src.transform),
-            out_shape=shape_out,
-            resampling=resampling,
-            boundless=False,
-        )
+        data: npt.NDArray[Any] = src.read(1, **options)
     except (RasterioError, OSError) as exc:
         raise _read_error(href, exc) from exc
     return data
+
+
+def to_crs(
+    geometries: Sequence[BaseGeometry], crs: CRS | str, src: str = "EPSG:4326"
+) -> list[BaseGeometry]:
+    """Geometries reprojected (vectorised, coordinates in x/y order)."""
+    transformer = Transformer.from_crs(src, crs, always_xy=True)
+
+    def project(coords: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        x, y = transformer.transform(coords[:, 0], coords[:, 1])
+        return np.column_stack([x, y])
+
+    return list(shapely.transform(np.asarray(geometries, dtype=object), project))
+
+
+def open_bands(opened: ExitStack, bands: Sequence[pb.BandAsset]) -> list[rasterio.DatasetReader]:
+    """Open the bands (closed with `opened`); PoisonError unless all share the CRS of the
+    first one."""
+    sources = [opened.enter_context(open_band(b)) for b in bands]
+    for band, src in zip(bands[1:], sources[1:], strict=True):
+        if src.crs != sources[0].crs:
+            raise PoisonError(
+                f"band {band.band} is in {src.crs}, band {bands[0].band} in {sources[0].crs}"
+            )
+    return sources
+
+
+def nodata_of(band: pb.BandAsset, src: rasterio.DatasetReader) -> float | None:
+    """The no-data value: the catalog's, else the raster's own."""
+    return band.nodata if band.has_nodata else src.nodata
 
 
 def open_band(band: pb.BandAsset) -> rasterio.DatasetReader:
@@ -167,11 +200,7 @@ def read_window(
     col1 = min(src.width, math.ceil(native.col_off + native.width - 1e-6))
     row1 = min(src.height, math.ceil(native.row_off + native.height - 1e-6))
     read = Window(col0, row0, max(1, col1 - col0), max(1, row1 - row0))
-    try:
-        data: npt.NDArray[Any] = src.read(1, window=read)
-    except (RasterioError, OSError) as exc:
-        raise _read_error(href, exc) from exc
-    return data, read
+    return _read(src, href, window=read), read
 
 
 def _wkt(text: str) -> BaseGeometry:

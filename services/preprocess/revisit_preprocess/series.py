@@ -12,19 +12,15 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
+from revisit_common.payload import PayloadStore
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
-
-
-class BytesStore(Protocol):
-    def put_bytes(self, key: str, data: bytes) -> str: ...
-    def get_bytes(self, key: str) -> bytes | None: ...
 
 
 def key_part(text: str) -> str:
@@ -51,7 +47,7 @@ def series_key(product: str, aoi: str, season: str, tile: str) -> str:
 
 
 def append_pass(
-    store: BytesStore,
+    store: PayloadStore,
     key: str,
     acquired: datetime,
     scene: pb.SceneDiscovered,
@@ -82,7 +78,7 @@ def append_pass(
     return len(passes)
 
 
-def read_series(store: BytesStore, key: str) -> list[dict[str, Any]]:
+def read_series(store: PayloadStore, key: str) -> list[dict[str, Any]]:
     """The passes of a series, oldest first, with their arrays as `ArrayRef`s."""
     raw = store.get_bytes(f"{key}/series.json")
     passes: list[dict[str, Any]] = json.loads(raw)["passes"] if raw else []

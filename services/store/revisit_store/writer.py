@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from revisit_common.db.errors import database_errors
 from revisit_common.db.models import Aoi, LczCell, SceneProcessing
-from revisit_common.errors import PoisonError, TransientError
+from revisit_common.errors import PoisonError
 from revisit_common.metrics import AGE_BUCKETS, LATENCY_BUCKETS
 from revisit_store.handler import StoreRows
 
@@ -35,70 +35,61 @@ class StoreMetrics:
 
 def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) -> None:
     outcome = rows.outcome
-    try:
-        with engine.begin() as conn:
-            aoi_id = conn.execute(select(Aoi.id).where(Aoi.name == outcome.aoi_name)).scalar()
-            if aoi_id is None:
-                raise PoisonError(f"unknown AOI {outcome.aoi_name!r}")
-            if rows.lcz_cells:
-                stmt = insert(LczCell).values(
-                    [
-                        {
-                            **{k: v for k, v in cell.items() if k != "wkt"},
-                            "aoi_id": aoi_id,
-                            "geom": func.ST_Transform(
-                                func.ST_GeomFromText(cell["wkt"], rows.epsg), 4326
-                            ),
-                        }
-                        for cell in rows.lcz_cells
-                    ]
-                )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        constraint="lcz_cell_key",
-                        set_={
-                            c: stmt.excluded[c]
-                            for c in (
-                                "scene_id",
-                                "lcz_class",
-                                "confidence",
-                                "probabilities",
-                                "geom",
-                            )
-                        },
-                    )
-                )
-            completed = datetime.now(UTC)
-            status = insert(SceneProcessing).values(
-                scene_id=outcome.scene_id,
-                aoi_id=aoi_id,
-                indicator=outcome.indicator,
-                status=outcome.status,
-                discovered_at=outcome.discovered_at,
-                completed_at=completed,
-                results=outcome.results,
+    with database_errors(), engine.begin() as conn:
+        aoi_id = conn.execute(select(Aoi.id).where(Aoi.name == outcome.aoi_name)).scalar()
+        if aoi_id is None:
+            raise PoisonError(f"unknown AOI {outcome.aoi_name!r}")
+        if rows.lcz_cells:
+            stmt = insert(LczCell).values(
+                [
+                    {
+                        **{k: v for k, v in cell.items() if k != "wkt"},
+                        "aoi_id": aoi_id,
+                        "geom": func.ST_Transform(
+                            func.ST_GeomFromText(cell["wkt"], rows.epsg), 4326
+                        ),
+                    }
+                    for cell in rows.lcz_cells
+                ]
             )
             conn.execute(
-                status.on_conflict_do_update(
-                    index_elements=["scene_id", "aoi_id", "indicator"],
+                stmt.on_conflict_do_update(
+                    constraint="lcz_cell_key",
                     set_={
-                        "status": status.excluded.status,
-                        "results": status.excluded.results,
-                        # The first completion is the one that counts: a replay keeps it.
-                        "completed_at": func.coalesce(
-                            SceneProcessing.completed_at, status.excluded.completed_at
-                        ),
+                        c: stmt.excluded[c]
+                        for c in (
+                            "scene_id",
+                            "lcz_class",
+                            "confidence",
+                            "probabilities",
+                            "geom",
+                        )
                     },
                 )
             )
-    except IntegrityError as exc:
-        raise PoisonError(f"rows rejected by the schema: {exc.orig}") from exc
-    except OperationalError as exc:
-        raise TransientError(f"database unavailable: {exc.orig}") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise TransientError(f"database connection lost: {exc.orig}") from exc
-        raise PoisonError(f"rows rejected by the database: {exc.orig}") from exc
+        completed = datetime.now(UTC)
+        status = insert(SceneProcessing).values(
+            scene_id=outcome.scene_id,
+            aoi_id=aoi_id,
+            indicator=outcome.indicator,
+            status=outcome.status,
+            discovered_at=outcome.discovered_at,
+            completed_at=completed,
+            results=outcome.results,
+        )
+        conn.execute(
+            status.on_conflict_do_update(
+                index_elements=["scene_id", "aoi_id", "indicator"],
+                set_={
+                    "status": status.excluded.status,
+                    "results": status.excluded.results,
+                    # The first completion is the one that counts: a replay keeps it.
+                    "completed_at": func.coalesce(
+                        SceneProcessing.completed_at, status.excluded.completed_at
+                    ),
+                },
+            )
+        )
     if metrics is not None:
         metrics.from_discovery.labels(outcome.indicator).observe(
             (completed - outcome.discovered_at).total_seconds()
