@@ -15,7 +15,7 @@ help: ## list the targets
 
 install: ## install what is missing (Debian packages, cached venv, model files)
 	@REVISIT_VENV=$(VENV) bash infra/install.sh
-	@$(REVISIT) models export
+	@$(REVISIT) models build
 
 demo: install ## start the embedded stack and services, feed the sample passes, show the LCZ cells
 	$(REVISIT) demo

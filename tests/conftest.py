@@ -21,7 +21,7 @@ from revisit_catalog.handler import discover
 from revisit_catalog.registry import load_subscriptions
 from revisit_catalog.sources import StaticSource
 from revisit_cli.demo_data import build_catalog
-from revisit_cli.models import export_models
+from revisit_cli.models import build_models
 from revisit_cli.stack import REPO_ROOT, StackConfig, down, free_ports, up
 from revisit_common import events_pb2 as pb
 from revisit_common.db.migrate import upgrade
@@ -96,7 +96,7 @@ def stack_config_on_free_ports(state_dir: Path, **settings: object) -> StackConf
 @pytest.fixture(scope="session")
 def stack(shared_tmp: Path) -> Iterator[StackConfig]:
     config = stack_config_on_free_ports(shared_tmp / "stack")
-    export_models(config.triton_model_repository)
+    build_models(config.triton_model_repository)
     try:
         up(config)
         upgrade(config.database_url)

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from revisit_cli.models import LCZ_MODEL, lcz_torchscript
 from revisit_cli.stack import StackConfig, up
 from revisit_inference.triton import TritonClassifier
+from revisit_models.lcz import LCZ_MODEL
 
 pytestmark = pytest.mark.integration
 BATCHES = (1, 16, 64, 256)
@@ -37,7 +37,7 @@ def test_bench_triton_vs_in_process(stack: StackConfig, lcz_parity: dict[str, np
     up(stack, components=("triton",))
     base = lcz_parity["dn"].astype(np.float32) / 10000.0
     patches = np.concatenate([base] * 3)  # 270 real patches
-    model = torch.jit.load(str(lcz_torchscript(stack.triton_model_repository))).eval()
+    model = torch.jit.load(str(stack.triton_model_repository / LCZ_MODEL / "1" / "model.pt")).eval()
     triton = TritonClassifier(stack.triton_grpc_url, LCZ_MODEL)
 
     def local(n: int) -> Callable[[], int]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from revisit_cli.models import LCZ_MODEL
 from revisit_cli.stack import StackConfig
 from revisit_common.errors import PoisonError, TransientError
 from revisit_inference.triton import TritonClassifier
+from revisit_models.lcz import LCZ_MODEL
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 from revisit_cli.catalog import add_parsers as add_catalog_parsers
+from revisit_cli.models import add_train_parser
 from revisit_cli.stack import COMPONENTS, StackConfig, StackError, down, format_status, status, up
 
 
@@ -62,10 +63,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from revisit_cli.models import export_models
+    from revisit_cli.models import build_models
 
-    written = export_models(StackConfig().triton_model_repository, force=args.force)
-    say("\n".join(f"exported {p}" for p in written) or "models up to date")
+    repository = StackConfig().triton_model_repository
+    written = build_models(repository, force=args.force, instance_kind=args.instance_kind)
+    say("\n".join(f"wrote {p}" for p in written) or "model repository up to date")
     return 0
 
 
@@ -92,16 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for results")
     demo.set_defaults(func=cmd_demo)
-    models = sub.add_parser("models", help="write the Triton model repository's model files")
-    models.add_argument("action", choices=["export"])
+    models = sub.add_parser(
+        "models", help="build the Triton model repository from data/models and the LCZ weights"
+    )
+    models.add_argument("action", choices=["build"])
     models.add_argument("--force", action="store_true", help="rewrite existing files")
+    models.add_argument(
+        "--instance-kind", choices=["cpu", "gpu"], default="cpu", help="Triton instance group"
+    )
     models.set_defaults(func=cmd_models)
+    add_train_parser(sub)
     db = sub.add_parser("db", help="schema migrations")
     db.add_argument("action", choices=["upgrade", "downgrade"])
     db.add_argument("--url", help="SQLAlchemy URL (default: the embedded stack's database)")
     db.set_defaults(func=cmd_db)
     add_catalog_parsers(sub)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # chatty during health checks
     try:

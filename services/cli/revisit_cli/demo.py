@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sqlalchemy import create_engine, text
 
 from revisit_cli.demo_data import build_catalog
-from revisit_cli.models import export_models
+from revisit_cli.models import build_models
 from revisit_cli.services import ServicesConfig, endpoints, start_services
 from revisit_cli.stack import StackConfig, up
 from revisit_common.db.migrate import upgrade
@@ -36,8 +36,8 @@ def bring_up(config: StackConfig, services: ServicesConfig, say: Callable[[str],
     t0 = time.monotonic()
     catalog = build_catalog(config.state_dir / "demo")
     say(f"demo data: {catalog} ({time.monotonic() - t0:.1f} s)")
-    for path in export_models(config.triton_model_repository):
-        say(f"model exported: {path}")
+    for path in build_models(config.triton_model_repository):
+        say(f"model repository: wrote {path}")
     for name, seconds in up(config, progress=say).items():
         say(f"{name}: up ({seconds:.1f} s)")
     upgrade(config.database_url)

@@ -8,11 +8,8 @@ The output is deterministic, so building it twice gives the same catalog.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import h5py
 import numpy as np
 import numpy.typing as npt
 import pystac
@@ -24,6 +21,8 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 from revisit_cli.stack import REPO_ROOT
+from revisit_models.worldcereal import Cube
+from revisit_models.worldcereal import read_cube as read_worldcereal_cube
 
 CUBE = REPO_ROOT / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
@@ -44,23 +43,11 @@ TILE = "31UFS"  # the Sentinel-2 MGRS tile that holds the cube (UTM 31N, 664 km 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
-@dataclass(frozen=True)
-class Cube:
-    dn: dict[str, npt.NDArray[np.uint16]]  # band -> (time, rows, cols)
-    dates: list[datetime]
-    x: npt.NDArray[np.float64]  # pixel centres
-    y: npt.NDArray[np.float64]
-
-
 def read_cube(path: Path = CUBE) -> Cube:
-    if not path.exists():
-        raise SystemExit(f"{path} not found: the demo data ships with the repository")
-    with h5py.File(path, "r") as nc:
-        # The file stores uint16 as int16 with _Unsigned=true (netCDF-3 convention).
-        dn = {b: np.asarray(nc[f"S2-L2A-{b}"][:]).view(np.uint16) for b in BANDS}
-        epoch = datetime(1990, 1, 1, tzinfo=UTC)
-        dates = [epoch + timedelta(days=int(d)) for d in nc["t"][:]]
-        return Cube(dn, dates, np.asarray(nc["x"][:]), np.asarray(nc["y"][:]))
+    try:
+        return read_worldcereal_cube(path)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{path} not found: the demo data ships with the repository") from exc
 
 
 def _write_cog(path: Path, array: npt.NDArray[np.uint16], transform: rasterio.Affine) -> None:

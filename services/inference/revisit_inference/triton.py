@@ -1,7 +1,8 @@
-"""The LCZ model on Triton Inference Server, through tritonclient (gRPC)."""
+"""Models on Triton Inference Server, through tritonclient (gRPC)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
@@ -25,8 +26,8 @@ class Classifier(Protocol):
         ...
 
 
-class TritonClassifier:
-    """Calls one Triton model; requests are cut to the model's max batch size."""
+class TritonModel:
+    """Calls one Triton model with named FP32 tensors; cuts requests to the max batch."""
 
     def __init__(
         self,
@@ -42,28 +43,44 @@ class TritonClassifier:
         self.timeout_s = timeout_s
         self.client = grpcclient.InferenceServerClient(url)
 
-    def predict(self, batch: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], str]:
+    def infer(
+        self, inputs: Mapping[str, npt.NDArray[np.float32]], output: str
+    ) -> tuple[npt.NDArray[np.float32], str]:
+        """`output` for the batch of `inputs` (same first axis), and the answering version."""
+        sizes = {len(array) for array in inputs.values()}
+        if len(sizes) != 1:
+            raise PoisonError(f"{self.model_name}: inputs of different batch sizes {sorted(sizes)}")
         parts, version = [], self.model_version
-        for start in range(0, len(batch), self.max_batch):
-            chunk = np.ascontiguousarray(batch[start : start + self.max_batch], dtype=np.float32)
-            tensor = grpcclient.InferInput(LCZ_INPUT, list(chunk.shape), "FP32")
-            tensor.set_data_from_numpy(chunk)
+        for start in range(0, sizes.pop(), self.max_batch):
+            tensors = []
+            for name, array in inputs.items():
+                chunk = np.ascontiguousarray(array[start : start + self.max_batch], np.float32)
+                tensor = grpcclient.InferInput(name, list(chunk.shape), "FP32")
+                tensor.set_data_from_numpy(chunk)
+                tensors.append(tensor)
             try:
                 result = self.client.infer(
                     self.model_name,
-                    [tensor],
+                    tensors,
                     model_version=self.model_version,
-                    outputs=[grpcclient.InferRequestedOutput(LCZ_OUTPUT)],
+                    outputs=[grpcclient.InferRequestedOutput(output)],
                     client_timeout=self.timeout_s,
                 )
             except InferenceServerException as exc:
                 raise classify(exc, self.model_name) from exc
-            probabilities = result.as_numpy(LCZ_OUTPUT)
-            if probabilities is None:
-                raise PoisonError(f"{self.model_name} returned no {LCZ_OUTPUT!r} output")
-            parts.append(probabilities.astype(np.float32))
+            values = result.as_numpy(output)
+            if values is None:
+                raise PoisonError(f"{self.model_name} returned no {output!r} output")
+            parts.append(values.astype(np.float32))
             version = result.get_response().model_version or version
         return np.concatenate(parts), version
+
+
+class TritonClassifier(TritonModel):
+    """The LCZ model: patches in, class probabilities out."""
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], str]:
+        return self.infer({LCZ_INPUT: batch}, LCZ_OUTPUT)
 
 
 def classify(exc: InferenceServerException, model: str) -> Exception:

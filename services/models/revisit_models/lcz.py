@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from revisit_models.artefact import ModelCard, TensorSpec
+
 #: Sentinel-2 bands in the order the So2Sat LCZ42 models expect.
 LCZ_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 #: So2Sat patches are L2A reflectance (digital number / 10000), no further normalisation.
@@ -166,3 +168,48 @@ def export_torchscript(weights: Path, destination: Path) -> Path:
     scripted.save(str(tmp))  # type: ignore[no-untyped-call]
     tmp.replace(destination)
     return destination
+
+
+LCZ_MODEL = "lcz_sen2lcz_drop"
+
+
+def lcz_card() -> ModelCard:
+    """The model card of the pretrained Sen2LCZ-Drop (converted, not trained here)."""
+    return ModelCard(
+        name=LCZ_MODEL,
+        version="1",
+        task="classification",
+        summary=(
+            "Sen2LCZ-Drop (Qiu et al. 2020), pretrained on So2Sat LCZ42: Local Climate Zone "
+            "of 32×32 Sentinel-2 patches (10 bands, reflectance 0..1)."
+        ),
+        inputs=[
+            TensorSpec(
+                "patches",
+                [len(LCZ_BANDS), LCZ_PATCH_SIZE, LCZ_PATCH_SIZE],
+                " ".join(LCZ_BANDS) + ", reflectance",
+            )
+        ],
+        outputs=[TensorSpec("probabilities", [LCZ_NUM_CLASSES], "LCZ 1..10, A..G")],
+        classes=list(LCZ_CLASS_NAMES),
+        data={"training": "So2Sat LCZ42 (by the authors); weights converted from Keras HDF5"},
+        split={"kind": "official So2Sat LCZ42 test split (24,188 patches)"},
+        metrics={"so2sat_test_oa": 0.6937, "so2sat_test_kappa": 0.6644},
+        reproduce="revisit models build  (converts data/so2sat-lcz/*.hdf5)",
+        notes=[
+            "Metrics reported by the authors (Acc_32.mat); the port is checked against "
+            "the Keras model in tests/unit/test_lcz_parity.py."
+        ],
+    )
+
+
+def export_pretrained(weights: Path, staging: Path, force: bool = False) -> Path:
+    """The converted LCZ model as a trained-model directory `<staging>/<name>/1/`."""
+    out = staging / LCZ_MODEL / "1"
+    if (out / "model.pt").exists() and (out / "card.json").exists() and not force:
+        return out
+    export_torchscript(weights, out / "model.pt")
+    card = lcz_card()
+    card.created = "2020-01-01T00:00:00Z"  # the weights' publication, not the conversion
+    (out / "card.json").write_text(card.to_json())
+    return out
