@@ -68,6 +68,23 @@ def demo_scenes(demo_catalog: Path) -> list[pb.SceneDiscovered]:
 
 
 @pytest.fixture(scope="session")
+def worldcereal_datasets(shared_tmp: Path) -> Path:
+    """The repository's WorldCereal data in the PSE-TAE layout: points/ and cube/."""
+    from revisit_models.worldcereal import convert_cube, convert_extractions
+
+    out, data = shared_tmp / "worldcereal-psetae", REPO_ROOT / "data" / "worldcereal"
+    if not out.exists():
+        convert_extractions(data / "test_public_extractions.parquet", out / "points", log=str)
+        convert_cube(
+            data / "worldcereal_preprocessed_inputs.nc",
+            data / "worldcereal_cropland_classification.nc",
+            out / "cube",
+            log=str,
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
 def eolearn_patch() -> EoLearnPatch:
     """The real eo-learn patch: 68 dates of NDVI and cloud masks, 88 real parcels."""
     return load_patch()

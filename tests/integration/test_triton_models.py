@@ -18,26 +18,13 @@ from revisit_common.errors import PoisonError
 from revisit_inference.triton import TritonModel
 from revisit_models.artefact import ModelCard, load_card
 from revisit_models.pixelset_data import collate, load_dataset
-from revisit_models.worldcereal import convert_cube, convert_extractions, read_cube
+from revisit_models.worldcereal import read_cube
 
 pytestmark = pytest.mark.integration
 
 WORLDCEREAL = REPO_ROOT / "data" / "worldcereal"
 EOLEARN = REPO_ROOT / "data" / "eo-learn"
 Inputs = dict[str, npt.NDArray[np.float32]]
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("worldcereal")
-    convert_extractions(WORLDCEREAL / "test_public_extractions.parquet", out / "points", log=str)
-    convert_cube(
-        WORLDCEREAL / "worldcereal_preprocessed_inputs.nc",
-        WORLDCEREAL / "worldcereal_cropland_classification.nc",
-        out / "cube",
-        log=str,
-    )
-    return out
 
 
 def _parcels(directory: Path, fusion: bool, until_day: float, count: int = 40) -> Inputs:
@@ -75,10 +62,10 @@ def _reflectance(count: int = 64) -> Inputs:
     return {"reflectance": (stack / 10000.0).astype(np.float32), "angles": angles}
 
 
-def _inputs(name: str, converted: Path) -> list[Inputs]:
+def _inputs(name: str, worldcereal_datasets: Path) -> list[Inputs]:
     if name.startswith("psetae"):
         fusion = "s1s2" in name
-        source = converted / ("cube" if "cropland" in name else "points")
+        source = worldcereal_datasets / ("cube" if "cropland" in name else "points")
         # three requests: 4 months, 8 months and the whole season (different T)
         return [_parcels(source, fusion, day) for day in (100.0, 220.0, 400.0)]
     if name.startswith("landcover"):
@@ -102,13 +89,13 @@ def test_every_trained_model_is_in_the_repository(stack: StackConfig) -> None:
 
 @pytest.mark.parametrize("model_dir", _trained(), ids=lambda p: f"{p.parent.name}-v{p.name}")
 def test_triton_equals_torchscript_on_real_inputs(
-    stack: StackConfig, converted: Path, model_dir: Path
+    stack: StackConfig, worldcereal_datasets: Path, model_dir: Path
 ) -> None:
     card: ModelCard = load_card(model_dir)
     local = torch.jit.load(str(model_dir / "model.pt")).eval()
     remote = TritonModel(stack.triton_grpc_url, card.name, max_batch=card.max_batch_size)
     output = card.outputs[0].name
-    for request in _inputs(card.name, converted):
+    for request in _inputs(card.name, worldcereal_datasets):
         assert list(request) == [t.name for t in card.inputs]
         served, version = remote.infer(request, output)
         with torch.inference_mode():
@@ -124,8 +111,10 @@ def test_triton_equals_torchscript_on_real_inputs(
             assert (served.argmax(1) == expected.argmax(1)).all()
 
 
-def test_a_pixel_set_with_wrong_bands_is_rejected(stack: StackConfig, converted: Path) -> None:
-    request = _parcels(converted / "points", False, 400.0, count=2)
+def test_a_pixel_set_with_wrong_bands_is_rejected(
+    stack: StackConfig, worldcereal_datasets: Path
+) -> None:
+    request = _parcels(worldcereal_datasets / "points", False, 400.0, count=2)
     request["pixels"] = request["pixels"][:, :, :9]  # 9 bands instead of 10
     with pytest.raises(PoisonError, match="rejected the input"):
         TritonModel(stack.triton_grpc_url, "psetae_s2").infer(request, "probabilities")

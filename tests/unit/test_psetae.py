@@ -16,22 +16,9 @@ from revisit_models.metrics import classification_report
 from revisit_models.pixelset_data import DatasetError, collate, load_dataset, write_meta
 from revisit_models.psetae import PseTae, PseTaeFusion
 from revisit_models.train_psetae import legend, split, train_psetae
-from revisit_models.worldcereal import convert_cube, convert_extractions, s1_db
+from revisit_models.worldcereal import s1_db
 
 WORLDCEREAL = REPO_ROOT / "data" / "worldcereal"
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("worldcereal")
-    convert_extractions(WORLDCEREAL / "test_public_extractions.parquet", out / "points", log=str)
-    convert_cube(
-        WORLDCEREAL / "worldcereal_preprocessed_inputs.nc",
-        WORLDCEREAL / "worldcereal_cropland_classification.nc",
-        out / "cube",
-        log=str,
-    )
-    return out
 
 
 def _inputs(seed: int = 0) -> list[torch.Tensor]:
@@ -99,11 +86,11 @@ def test_fusion_without_sentinel1_is_the_optical_branch_alone() -> None:
     assert not torch.allclose(scripted(*inputs, other, valid, positions)[0], out[0])
 
 
-def test_extractions_keep_the_parquet_values(converted: Path) -> None:
+def test_extractions_keep_the_parquet_values(worldcereal_datasets: Path) -> None:
     import pyarrow.parquet as pq
 
     table = pq.read_table(WORLDCEREAL / "test_public_extractions.parquet").to_pydict()
-    data = load_dataset(converted / "points", "sampling_label")
+    data = load_dataset(worldcereal_datasets / "points", "sampling_label")
     assert len(data) == 500 and data.pixels[0].shape == (12, 10, 1)
     assert data.labels[7] == table["sampling_label"][7]
     assert data.regions[7] == table["h3_l3_cell"][7]
@@ -123,12 +110,12 @@ def test_extractions_keep_the_parquet_values(converted: Path) -> None:
     assert missing and all((data.pixels[i][4] == 0).all() for i in missing)
 
 
-def test_cube_blocks_follow_the_reference_map(converted: Path) -> None:
+def test_cube_blocks_follow_the_reference_map(worldcereal_datasets: Path) -> None:
     from revisit_models.worldcereal import read_cropland
 
     reference = read_cropland(WORLDCEREAL / "worldcereal_cropland_classification.nc")
-    data = load_dataset(converted / "cube")
-    described = json.loads((converted / "cube" / "META" / "dataset.json").read_text())
+    data = load_dataset(worldcereal_datasets / "cube")
+    described = json.loads((worldcereal_datasets / "cube" / "META" / "dataset.json").read_text())
     assert len(data) == described["parcels"] == 400 - described["blocks_skipped_as_mixed"]
     for pid, label in zip(data.ids, data.labels, strict=True):
         r, c = int(pid[1:4]), int(pid[5:8])
@@ -167,10 +154,10 @@ def test_s1_decoding_matches_the_openeo_encoding() -> None:
 
 
 def test_s2agri_layout_with_integer_labels_and_pickled_normalisation(
-    converted: Path, tmp_path: Path
+    worldcereal_datasets: Path, tmp_path: Path
 ) -> None:
     """A directory laid out like S2-Agri: int labels, class names, a (mean, std) pickle."""
-    source = converted / "cube"
+    source = worldcereal_datasets / "cube"
     target = tmp_path / "s2agri"
     (target / "DATA").mkdir(parents=True)
     data = load_dataset(source)
@@ -193,8 +180,8 @@ def test_s2agri_layout_with_integer_labels_and_pickled_normalisation(
         load_dataset(target, "label_44class")
 
 
-def test_collate_truncates_seasons_and_masks_s1(converted: Path) -> None:
-    data = load_dataset(converted / "cube")
+def test_collate_truncates_seasons_and_masks_s1(worldcereal_datasets: Path) -> None:
+    data = load_dataset(worldcereal_datasets / "cube")
     rng = np.random.default_rng(0)
     batch = collate(data, [0, 1], rng, pixels=32, until_day=[100.0, float("inf")])
     assert batch.pixels.shape == (2, 12, 10, 32)
@@ -205,8 +192,8 @@ def test_collate_truncates_seasons_and_masks_s1(converted: Path) -> None:
     assert dropped.s1_valid is not None and dropped.s1_valid.sum() == 0
 
 
-def test_spatial_split_holds_out_whole_regions(converted: Path) -> None:
-    data = load_dataset(converted / "points", "sampling_label")
+def test_spatial_split_holds_out_whole_regions(worldcereal_datasets: Path) -> None:
+    data = load_dataset(worldcereal_datasets / "points", "sampling_label")
     classes, mapping = legend(data.labels, 5)
     assert "other" in classes and mapping["built_up"] == "other" and mapping["maize"] == "maize"
     targets = np.array([classes.index(mapping[x]) for x in data.labels])
@@ -236,10 +223,12 @@ def test_classification_report_against_a_hand_count() -> None:
     assert report["mean_iou"] == pytest.approx((2 / 4 + 2 / 3 + 0) / 3, abs=1e-4)
 
 
-def test_short_training_writes_a_model_and_its_card(converted: Path, tmp_path: Path) -> None:
+def test_short_training_writes_a_model_and_its_card(
+    worldcereal_datasets: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "psetae_s1s2" / "1"
     card = train_psetae(
-        [converted / "cube"],
+        [worldcereal_datasets / "cube"],
         out,
         modality="s1s2",
         holdout_regions=["SE"],
@@ -258,7 +247,9 @@ def test_short_training_writes_a_model_and_its_card(converted: Path, tmp_path: P
         "pixels", "pixel_mask", "positions", "geomfeat", "s1", "s1_valid", "s1_positions"
     ]  # fmt: skip
     model = torch.jit.load(str(out / "model.pt"))
-    batch = collate(load_dataset(converted / "cube"), [0, 1, 2], np.random.default_rng(0), 16)
+    batch = collate(
+        load_dataset(worldcereal_datasets / "cube"), [0, 1, 2], np.random.default_rng(0), 16
+    )
     probabilities = model(*batch.inputs(fusion=True))
     assert probabilities.shape == (3, 2)
     assert torch.allclose(probabilities.sum(1), torch.ones(3))

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from revisit_models.artefact import ModelCard, TensorSpec, save_model, training_environment
-from revisit_models.metrics import classification_report
+from revisit_models.metrics import classification_report, summary
 from revisit_models.temporal import TemporalAttentionEncoder, masked_mean
 from revisit_models.training import Batch, fit, minibatches, predict, seed_everything
 
@@ -416,11 +416,6 @@ def _class_counts(labels: npt.NDArray[np.int64]) -> dict[str, int]:
     return {name: int(counts[i]) for i, name in enumerate(LEGEND)}
 
 
-def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("samples", "overall_accuracy", "kappa", "mean_iou", "macro_f1")
-    return {key: report[key] for key in keys}
-
-
 def disturbed_forest(
     ndvi: npt.NDArray[np.float32],
     clear: npt.NDArray[np.bool_],
@@ -467,7 +462,7 @@ def evaluate(
         }
     majority = int(np.bincount(truth, minlength=len(LEGEND)).argmax())
     baseline = classification_report(truth, np.full_like(truth, majority), LEGEND)
-    out["majority_class_baseline"] = {"class": LEGEND[majority], **_summary(baseline)}
+    out["majority_class_baseline"] = {"class": LEGEND[majority], **summary(baseline)}
     out["cloud_free_dates_per_pixel"] = counts
     diagnostic: dict[str, Any] = {
         "rule": (
@@ -483,7 +478,7 @@ def evaluate(
         diagnostic[str(year)] = {
             "pixels": int(low.sum()),
             "predicted_as": _class_counts(predicted[low]),
-            "without_them": _summary(kept),
+            "without_them": summary(kept),
         }
     out["diagnostic_disturbed_forest"] = diagnostic
     return out

@@ -65,6 +65,12 @@ def classification_report(
     }
 
 
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a classification report (no per-class table)."""
+    keys = ("samples", "overall_accuracy", "kappa", "mean_iou", "macro_f1")
+    return {key: report[key] for key in keys}
+
+
 def regression_report(
     truth: npt.NDArray[np.floating[Any]],
     predicted: npt.NDArray[np.floating[Any]],

@@ -127,14 +127,14 @@ def _softmax_head(sizes: list[int]) -> nn.Sequential:
     return _mlp(sizes, final_relu=False)
 
 
-class PseTae(nn.Module):
-    """Sentinel-2 PSE-TAE: pixel sets of a season -> class probabilities (B, K)."""
+class SeasonEncoder(nn.Module):
+    """PSE + TAE: a parcel's Sentinel-2 season so far -> (B, out_dim)."""
 
-    def __init__(self, num_classes: int, use_geomfeat: bool = True, dropout: float = 0.2) -> None:
+    def __init__(self, use_geomfeat: bool = True, dropout: float = 0.2) -> None:
         super().__init__()
         self.pse = PixelSetEncoder(use_geomfeat=use_geomfeat)
         self.tae = TemporalAttentionEncoder(in_dim=self.pse.out_dim, dropout=dropout)
-        self.decoder = _softmax_head([self.tae.out_dim, 64, 32, num_classes])
+        self.out_dim = self.tae.out_dim
 
     def forward(
         self,
@@ -143,20 +143,28 @@ class PseTae(nn.Module):
         positions: torch.Tensor,
         geomfeat: torch.Tensor,
     ) -> torch.Tensor:
-        return torch.softmax(self.logits(pixels, pixel_mask, positions, geomfeat), dim=-1)
+        dates = (pixel_mask > 0).any(dim=2).to(pixels.dtype)
+        embedded: torch.Tensor = self.tae(self.pse(pixels, pixel_mask, geomfeat), positions, dates)
+        return embedded
 
-    @torch.jit.export
-    def logits(
+
+class PseTae(nn.Module):
+    """Sentinel-2 PSE-TAE: pixel sets of a season -> class probabilities (B, K)."""
+
+    def __init__(self, num_classes: int, use_geomfeat: bool = True, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.s2 = SeasonEncoder(use_geomfeat, dropout)
+        self.decoder = _softmax_head([self.s2.out_dim, 64, 32, num_classes])
+
+    def forward(
         self,
         pixels: torch.Tensor,
         pixel_mask: torch.Tensor,
         positions: torch.Tensor,
         geomfeat: torch.Tensor,
     ) -> torch.Tensor:
-        dates = (pixel_mask > 0).any(dim=2).to(pixels.dtype)
-        embedded = self.pse(pixels, pixel_mask, geomfeat)
-        logits: torch.Tensor = self.decoder(self.tae(embedded, positions, dates))
-        return logits
+        logits = self.decoder(self.s2(pixels, pixel_mask, positions, geomfeat))
+        return torch.softmax(logits, dim=-1)
 
 
 class S1Encoder(nn.Module):
@@ -181,12 +189,10 @@ class PseTaeFusion(nn.Module):
 
     def __init__(self, num_classes: int, use_geomfeat: bool = True, dropout: float = 0.2) -> None:
         super().__init__()
-        self.pse = PixelSetEncoder(use_geomfeat=use_geomfeat)
-        self.tae = TemporalAttentionEncoder(in_dim=self.pse.out_dim, dropout=dropout)
+        self.s2 = SeasonEncoder(use_geomfeat, dropout)
         self.s1 = S1Encoder()
         self.s1_tae = TemporalAttentionEncoder(in_dim=self.s1.out_dim, dropout=dropout)
-        width = self.tae.out_dim + self.s1_tae.out_dim
-        self.decoder = _softmax_head([width, 64, 32, num_classes])
+        self.decoder = _softmax_head([self.s2.out_dim + self.s1_tae.out_dim, 64, 32, num_classes])
 
     def forward(
         self,
@@ -198,22 +204,6 @@ class PseTaeFusion(nn.Module):
         s1_valid: torch.Tensor,
         s1_positions: torch.Tensor,
     ) -> torch.Tensor:
-        logits = self.logits(pixels, pixel_mask, positions, geomfeat, s1, s1_valid, s1_positions)
-        return torch.softmax(logits, dim=-1)
-
-    @torch.jit.export
-    def logits(
-        self,
-        pixels: torch.Tensor,
-        pixel_mask: torch.Tensor,
-        positions: torch.Tensor,
-        geomfeat: torch.Tensor,
-        s1: torch.Tensor,
-        s1_valid: torch.Tensor,
-        s1_positions: torch.Tensor,
-    ) -> torch.Tensor:
-        dates = (pixel_mask > 0).any(dim=2).to(pixels.dtype)
-        optical = self.tae(self.pse(pixels, pixel_mask, geomfeat), positions, dates)
+        optical = self.s2(pixels, pixel_mask, positions, geomfeat)
         radar = self.s1_tae(self.s1(s1, s1_valid), s1_positions, s1_valid)
-        logits: torch.Tensor = self.decoder(torch.cat([optical, radar], dim=-1))
-        return logits
+        return torch.softmax(self.decoder(torch.cat([optical, radar], dim=-1)), dim=-1)

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import torch
 
 from revisit_models.artefact import ModelCard, TensorSpec, save_model, training_environment
-from revisit_models.metrics import classification_report
+from revisit_models.metrics import classification_report, summary
 from revisit_models.pixelset_data import (
     Batch,
     DatasetError,
@@ -196,7 +196,7 @@ def train_psetae(
     mean, std = (
         (np.asarray(given["mean"]), np.asarray(given["std"])) if given else _statistics(data, train)
     )
-    model.pse.normalise.set(
+    model.s2.pse.normalise.set(
         torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
     )
     statistics: dict[str, Any] = {
@@ -211,7 +211,7 @@ def train_psetae(
     }
     if use_geomfeat and data.geomfeat is not None:
         g = data.geomfeat[train]
-        model.pse.geom_normalise.set(torch.tensor(g.mean(0)), torch.tensor(g.std(0)))
+        model.s2.pse.geom_normalise.set(torch.tensor(g.mean(0)), torch.tensor(g.std(0)))
     if isinstance(model, PseTaeFusion):
         s1_mean, s1_std = _s1_statistics(data, train)
         model.s1.normalise.set(
@@ -260,9 +260,7 @@ def train_psetae(
     for day in EARLY_DAYS:
         early = _predict(model, data, held, fusion, pixels, float(day), seed)
         report = classification_report(truth, early.argmax(1), classes)
-        metrics[f"holdout_first_{day}_days"] = {
-            k: report[k] for k in ("overall_accuracy", "kappa", "mean_iou", "macro_f1")
-        }
+        metrics[f"holdout_first_{day}_days"] = summary(report)
     full = metrics["holdout_full_season"]
     log(
         f"held out: OA {full['overall_accuracy']} kappa {full['kappa']} mIoU {full['mean_iou']} "
