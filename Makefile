@@ -8,7 +8,7 @@ export PYTHONPATH := $(subst $(eval) ,:,$(addprefix $(CURDIR)/services/,$(SERVIC
 export REVISIT_CACHE_DIR := $(CACHE_DIR)
 REVISIT := $(PY) -m revisit_cli
 
-.PHONY: help install demo down status test test-fast lint format typecheck proto bench lock
+.PHONY: help install demo down status test test-fast lint format typecheck rules proto bench lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ down: ## stop the stack and the services; leaves no process behind
 status: ## what is running, on which port
 	@$(REVISIT) stack status
 
-test: install lint typecheck ## lint, types, unit, integration and end-to-end tests
+test: install lint typecheck rules ## lint, types, rules, unit, integration and end-to-end tests
 	$(PY) proto/generate.py --check
 	$(PY) -m pytest --ignore=tests/bench
 
@@ -40,6 +40,10 @@ lint: install ## ruff format check and lint
 format: install ## ruff format and autofix
 	$(VENV)/bin/ruff format services tests proto
 	$(VENV)/bin/ruff check --fix services tests proto
+
+rules: install ## promtool: check the Prometheus rules and run their unit tests
+	promtool check rules infra/prometheus/rules/*.yml
+	promtool test rules infra/prometheus/tests/*.yml
 
 typecheck: install ## mypy --strict on services/
 	$(VENV)/bin/mypy services

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need, and only what is missing:
-# Debian packages (PostgreSQL 15 + PostGIS 3, a JDK and Maven for Kafka) and the
+# Debian packages (PostgreSQL 15 + PostGIS 3, a JDK and Maven for Kafka, Prometheus) and the
 # cached Python venv (torch, tritonclient, nvidia-pytriton's tritonserver, ...).
 # The venv lives outside the clone (REVISIT_CACHE_DIR, ~/.cache/revisit by default),
 # so every clone reuses it; it is reinstalled only when requirements.lock changes.
@@ -16,6 +16,7 @@ missing=()
 dpkg -s postgresql-15-postgis-3 >/dev/null 2>&1 || missing+=(postgresql-15-postgis-3)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   say "Debian packages: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else

@@ -36,6 +36,7 @@ from revisit_models.training import fit, minibatches, seed_everything
 MODALITIES = ("s2", "s1s2")
 OTHER = "other"
 EARLY_DAYS = (90, 180, 270)
+PERIOD_DAYS = 30
 
 
 def legend(labels: Sequence[str], min_samples: int) -> tuple[list[str], dict[str, str]]:
@@ -102,6 +103,33 @@ def _statistics(
     )
     observed = (values != 0).any(axis=0)
     return values[:, observed].mean(1), values[:, observed].std(1)
+
+
+def seasonal_statistics(
+    data: PixelSetDataset, index: Sequence[int], period_days: int = PERIOD_DAYS
+) -> dict[str, Any]:
+    """Per-band mean and std of the observed pixels, per period of the season.
+
+    What drift monitoring compares a pass with: a June pass against the June of the
+    training data, not against the whole season (phenology alone moves a month's mean
+    by up to ~0.9 std of the season's).
+    """
+    bins: dict[str, Any] = {}
+    columns: dict[int, list[npt.NDArray[np.float32]]] = {}
+    for i in index:
+        for t, day in enumerate(data.positions[i]):
+            values = data.pixels[i][t]  # (C, S)
+            observed = values[:, (values != 0).any(axis=0)]
+            if observed.size:
+                columns.setdefault(int(day // period_days), []).append(observed)
+    for period in sorted(columns):
+        values = np.concatenate(columns[period], axis=1)
+        bins[str(period)] = {
+            "mean": np.round(values.mean(1), 5).tolist(),
+            "std": np.round(values.std(1), 5).tolist(),
+            "pixels": int(values.shape[1]),
+        }
+    return {"period_days": period_days, "channels": data.channels, "periods": bins}
 
 
 def _s1_statistics(
@@ -205,6 +233,7 @@ def train_psetae(
             "mean": np.round(mean, 5).tolist(),
             "std": np.round(std, 5).tolist(),
         },
+        "s2_by_period": seasonal_statistics(data, train),
         "class_prior": {
             c: round(float((targets[train] == k).mean()), 4) for k, c in enumerate(classes)
         },
