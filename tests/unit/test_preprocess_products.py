@@ -15,11 +15,11 @@ from rasterio.transform import from_origin
 from revisit_cli.demo_data import CUBE, EPSG
 from revisit_common import events_pb2 as pb
 from revisit_common.payload import PayloadStore
+from revisit_common.series import read_series, season_of
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LCZ_BANDS, LczGrid
 from revisit_preprocess.pixelsets import Parcel, PixelSetConfig, extract_pixel_sets
 from revisit_preprocess.raster import to_crs
-from revisit_preprocess.series import read_series, season_of
 from tests.eolearn_scenes import EoLearnPatch
 from tests.rasters import write_cog
 from tests.unit.test_pixelsets import cube_parcels

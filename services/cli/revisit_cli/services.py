@@ -76,6 +76,7 @@ def service_env(config: StackConfig, services: ServicesConfig, name: str) -> dic
         "REVISIT_KAFKA_BOOTSTRAP": config.kafka_bootstrap,
         "REVISIT_DATABASE_URL": config.database_url,
         "REVISIT_TRITON_GRPC_URL": config.triton_grpc_url,
+        "REVISIT_MODEL_REPOSITORY": str(config.triton_model_repository),
         "REVISIT_PAYLOAD_DIR": str(config.state_dir / "payloads"),
         "REVISIT_METRICS_PORT": str(port),
         "REVISIT_CATALOG_SOURCE": str(source),

@@ -11,21 +11,29 @@ from revisit_common.errors import PoisonError
 from revisit_common.events import PREDICTIONS_TOPIC, derived_header
 from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
+from revisit_inference.drift import DriftMetrics, s2_reference
+from revisit_inference.parcels import CropModel, day_of_season, predict_crops
 from revisit_inference.triton import Classifier
 
 PRODUCER = "inference"
 #: Observation kinds that the preprocess service produces but no model serves yet: they
 #: stay in the topic (and their arrays in the payload store) for the models to come.
-NOT_SERVED_YET = ("parcel_pixels", "parcel_s1", "region_pixels")
+NOT_SERVED_YET = ("parcel_s1", "region_pixels")
 log = logging.getLogger(__name__)
 
 
 def handle_observation(
-    batch: pb.ObservationBatch, store: PayloadStore, lcz: Classifier
+    batch: pb.ObservationBatch,
+    store: PayloadStore,
+    lcz: Classifier,
+    crops: CropModel | None = None,
+    drift: DriftMetrics | None = None,
 ) -> list[Output]:
-    if batch.kind in NOT_SERVED_YET:
+    if batch.kind in NOT_SERVED_YET or (batch.kind == "parcel_pixels" and crops is None):
         log.info("inference: no model serves %s observations yet, skipped", batch.kind)
         return []
+    if batch.kind == "parcel_pixels" and crops is not None:
+        return [_crop_types(batch, store, crops, drift)]
     if batch.kind != "lcz_patches":
         raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
     out = pb.PredictionBatch(
@@ -58,3 +66,37 @@ def handle_observation(
                 )
             )
     return [Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)]
+
+
+def _crop_types(
+    batch: pb.ObservationBatch,
+    store: PayloadStore,
+    crops: CropModel,
+    drift: DriftMetrics | None,
+) -> Output:
+    out = pb.PredictionBatch(
+        header=derived_header(PRODUCER, batch.header),
+        tile_id=batch.tile_id,
+        aoi=batch.aoi,
+        indicator="crop_type",
+        model_name=crops.model.model_name,
+        epsg=batch.epsg,
+        no_valid_observation=batch.no_valid_observation,
+        notes=batch.notes,
+    )
+    if not batch.no_valid_observation:
+        probabilities = predict_crops(batch, store, crops, out)
+        if drift is not None:
+            values = store.get_array(batch.parcels.values).astype(np.float32)
+            pixels = values.transpose(0, 2, 1).reshape(-1, values.shape[1])
+            scale = batch.parcels.value_scale or 10000.0
+            reference = s2_reference(crops.statistics, day_of_season(batch))
+            drift.observe_inputs(crops.model.model_name, batch.aoi.name, pixels / scale, reference)
+            drift.observe_predictions(
+                crops.model.model_name,
+                batch.aoi.name,
+                probabilities,
+                crops.classes,
+                crops.statistics.get("class_prior"),
+            )
+    return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from revisit_common import events_pb2 as pb
 from revisit_common.events import OBSERVATIONS_TOPIC
 from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
+from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
-from revisit_inference.triton import TritonClassifier
+from revisit_inference.parcels import CropModel
+from revisit_inference.triton import TritonClassifier, TritonModel
 
 
 class InferenceSettings(ServiceSettings):
@@ -18,12 +24,48 @@ class InferenceSettings(ServiceSettings):
     - ``REVISIT_LCZ_MODEL`` / ``REVISIT_LCZ_MODEL_VERSION``: the Triton model (empty
       version: the one Triton serves as latest).
     - ``REVISIT_TRITON_TIMEOUT_S``: per request.
+    - ``REVISIT_CROP_MODEL`` / ``REVISIT_CROP_MODEL_VERSION``: the crop-type model of
+      "parcels" AOIs (empty model: parcels are not predicted).
+    - ``REVISIT_MODEL_REPOSITORY``: the model repository built by `revisit models build`
+      (the service reads each model's card there: classes, training statistics).
     """
 
     triton_grpc_url: str = "127.0.0.1:18001"
     lcz_model: str = "lcz_sen2lcz_drop"
     lcz_model_version: str = ""
     triton_timeout_s: float = 30.0
+    crop_model: str = "psetae_s2"
+    crop_model_version: str = ""
+    model_repository: Path = Path(__file__).resolve().parents[3] / "infra" / "triton" / "models"
+
+
+def load_card(repository: Path, name: str, version: str) -> dict[str, Any]:
+    """The card of `name` at `version` (empty: the highest version directory)."""
+    home = repository / name
+    if not version:
+        versions = sorted(int(p.name) for p in home.glob("[0-9]*") if p.is_dir())
+        if not versions:
+            raise SystemExit(f"no version of {name} in {repository}: run `revisit models build`")
+        version = str(versions[-1])
+    path = home / version / "card.json"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run `revisit models build`")
+    card: dict[str, Any] = json.loads(path.read_text())
+    return card
+
+
+def crop_model(settings: InferenceSettings) -> CropModel | None:
+    if not settings.crop_model:
+        return None
+    card = load_card(settings.model_repository, settings.crop_model, settings.crop_model_version)
+    model = TritonModel(
+        settings.triton_grpc_url,
+        settings.crop_model,
+        settings.crop_model_version,
+        max_batch=int(card.get("max_batch_size", 256)),
+        timeout_s=settings.triton_timeout_s,
+    )
+    return CropModel(model, list(card["classes"]), dict(card["input_statistics"]))
 
 
 def main() -> None:
@@ -40,12 +82,14 @@ def main() -> None:
         settings.lcz_model_version,
         timeout_s=settings.triton_timeout_s,
     )
+    crops = crop_model(settings)
+    drift = DriftMetrics()
     app.consume(
         Stage(
             service="inference",
             input_topic=OBSERVATIONS_TOPIC,
             event_type=pb.ObservationBatch,
-            process=lambda batch: handle_observation(batch, store, lcz),
+            process=lambda batch: handle_observation(batch, store, lcz, crops, drift),
         )
     )
 

@@ -28,6 +28,7 @@ from revisit_common.events import (
 )
 from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
+from revisit_common.series import append_pass, key_part, season_of, series_key
 from revisit_preprocess.backscatter import (
     UncalibratedError,
     extract_backscatter,
@@ -44,7 +45,6 @@ from revisit_preprocess.pixelsets import (
 )
 from revisit_preprocess.raster import read_stack
 from revisit_preprocess.region import INDICES, region_inputs
-from revisit_preprocess.series import append_pass, key_part, season_of, series_key
 
 log = logging.getLogger(__name__)
 PRODUCER = "preprocess"

@@ -1,0 +1,153 @@
+"""Crop type of the parcels a pass updated, from their whole season so far.
+
+A `parcel_pixels` observation names the season series it was appended to (a manifest
+in the payload store, `revisit_common.series`). For each parcel observed in this pass,
+every pass of the series that observed it is read (T passes, oldest first), and the
+PSE-TAE model gets its pixel sets, the pixel masks, the days since the season's start
+and its geometric features. Parcels of a batch are padded to the longest season, as
+the model's masks expect. Each prediction carries the number of passes it used and the
+season's length so far: an early-season prediction is recognisable as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from revisit_common import events_pb2 as pb
+from revisit_common.errors import PoisonError
+from revisit_common.payload import PayloadStore
+from revisit_common.series import read_series
+
+
+class NamedModel(Protocol):
+    """A model called with named inputs (Triton, or TorchScript in tests)."""
+
+    model_name: str
+
+    def infer(
+        self, inputs: dict[str, npt.NDArray[np.float32]], output: str
+    ) -> tuple[npt.NDArray[np.float32], str]: ...
+
+
+@dataclass(frozen=True)
+class CropModel:
+    """A PSE-TAE model and what its card says about it."""
+
+    model: NamedModel
+    classes: list[str]
+    statistics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SeasonInputs:
+    inputs: dict[str, npt.NDArray[np.float32]]  # pixels, pixel_mask, positions, geomfeat
+    parcel_ids: npt.NDArray[np.int64]
+    observations: npt.NDArray[np.int32]  # passes used per parcel
+    season_days: npt.NDArray[np.int32]  # days from the season start to the last pass used
+
+
+def season_start(season: str) -> date:
+    """ "2020-11-01" -> that day; "2021" (an AOI without a season) -> 1 January."""
+    try:
+        return date.fromisoformat(season) if "-" in season else date(int(season), 1, 1)
+    except ValueError as exc:
+        raise PoisonError(f"season {season!r} is neither YYYY nor YYYY-MM-DD") from exc
+
+
+def _acquired(batch: pb.ObservationBatch) -> date | None:
+    if not batch.header.HasField("acquired_at"):
+        return None
+    return batch.header.acquired_at.ToDatetime().date()
+
+
+def day_of_season(batch: pb.ObservationBatch) -> float | None:
+    """Days from the season's start to this pass (None when the event lacks its date)."""
+    acquired = _acquired(batch)
+    if acquired is None:
+        return None
+    return float((acquired - season_start(batch.parcels.season)).days)
+
+
+def season_inputs(
+    store: PayloadStore, observation: pb.ParcelObservation, acquired_by: date | None = None
+) -> SeasonInputs:
+    """The season so far (up to `acquired_by`) of every parcel observed in this pass."""
+    start = season_start(observation.season)
+    passes = read_series(store, observation.series_key)
+    if not passes:
+        raise PoisonError(f"season series {observation.series_key!r} has no pass")
+    wanted = store.get_array(observation.parcel_ids).astype(np.int64)
+    row_of = {int(pid): i for i, pid in enumerate(wanted)}
+    per_parcel: list[list[tuple[float, npt.NDArray[np.float32]]]] = [[] for _ in wanted]
+    geomfeat = np.zeros((len(wanted), 4), np.float32)
+    scale = observation.value_scale or 10000.0
+    for p in passes:
+        acquired = date.fromisoformat(p["acquired_at"][:10])
+        if acquired_by is not None and acquired > acquired_by:
+            continue  # a later pass (this one is replayed): not part of its season so far
+        day = (acquired - start).days
+        ids = store.get_array(p["arrays"]["parcel_ids"]).astype(np.int64)
+        values = store.get_array(p["arrays"]["values"])
+        geometry = store.get_array(p["arrays"]["geomfeat"])
+        if len(values) != len(ids):
+            raise PoisonError(f"pass {p['scene_id']}: {len(values)} pixel sets, {len(ids)} ids")
+        for j, pid in enumerate(ids):
+            i = row_of.get(int(pid))
+            if i is not None:
+                per_parcel[i].append((float(day), values[j].astype(np.float32) / scale))
+                geomfeat[i] = geometry[j]
+    lengths = [len(s) for s in per_parcel]
+    if min(lengths) == 0:
+        missing = int(wanted[lengths.index(0)])
+        raise PoisonError(f"parcel {missing} of this pass is not in {observation.series_key!r}")
+    channels, pixels = per_parcel[0][0][1].shape
+    t_max = max(lengths)
+    x = np.zeros((len(wanted), t_max, channels, pixels), np.float32)
+    mask = np.zeros((len(wanted), t_max, pixels), np.float32)
+    positions = np.zeros((len(wanted), t_max), np.float32)
+    for i, series in enumerate(per_parcel):
+        for t, (when, values) in enumerate(series):
+            x[i, t] = values
+            mask[i, t] = 1.0  # sets are sampled among the parcel's valid pixels
+            positions[i, t] = when
+    return SeasonInputs(
+        {"pixels": x, "pixel_mask": mask, "positions": positions, "geomfeat": geomfeat},
+        wanted,
+        np.array(lengths, np.int32),
+        np.array([int(s[-1][0]) for s in per_parcel], np.int32),
+    )
+
+
+def predict_crops(
+    batch: pb.ObservationBatch, store: PayloadStore, crops: CropModel, out: pb.PredictionBatch
+) -> npt.NDArray[np.float32]:
+    """Fill `out` with the crop type of the parcels this pass observed; the probabilities."""
+    season = season_inputs(store, batch.parcels, _acquired(batch))
+    probabilities, out.model_version = crops.model.infer(season.inputs, "probabilities")
+    if probabilities.shape != (len(season.parcel_ids), len(crops.classes)):
+        raise PoisonError(
+            f"{crops.model.model_name} answered {probabilities.shape} for "
+            f"{len(season.parcel_ids)} parcels and {len(crops.classes)} classes"
+        )
+    out.classes.extend(crops.classes)
+    out.season = batch.parcels.season
+    for pid, probs, n, days in zip(
+        season.parcel_ids, probabilities, season.observations, season.season_days, strict=True
+    ):
+        best = int(np.argmax(probs))
+        out.predictions.append(
+            pb.Prediction(
+                entity_id=str(int(pid)),
+                class_code=best,
+                confidence=float(probs[best]),
+                probabilities=[float(v) for v in probs],
+                observations=int(n),
+                season_days=int(days),
+            )
+        )
+    return probabilities
