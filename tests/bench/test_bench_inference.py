@@ -1,0 +1,83 @@
+"""`make bench` part inference: every trained model through the real Triton server
+versus the same TorchScript in process (the baseline), side by side, on real inputs.
+
+For batch sizes 1, 16, 64 and 256: the in-process row calls the model one batch at a
+time (what a service without Triton does); the Triton row keeps `CLIENTS` requests of
+that batch size in flight (gRPC, one client each), so the server is never idle waiting
+for the next request. Reported: samples/s of each and the ratio Triton / in-process.
+On a 2-core machine client and server share the cores: read the ratios, not the rates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from revisit_cli.models import TRAINED
+from revisit_cli.stack import StackConfig
+from revisit_inference.triton import TritonModel
+from revisit_models.artefact import load_card
+from tests.model_inputs import Inputs, real_inputs
+
+pytestmark = pytest.mark.integration
+BATCHES = (1, 16, 64, 256)
+CLIENTS = 4
+SECONDS = 2.0
+
+
+def throughput(call: Callable[[], int], seconds: float = SECONDS) -> float:
+    call()  # warm-up
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        done += call()
+    return done / (time.perf_counter() - t0)
+
+
+def _rows(inputs: Inputs, n: int) -> Inputs:
+    """`n` samples: the real ones repeated as needed."""
+    size = len(next(iter(inputs.values())))
+    index = np.arange(n) % size
+    return {k: np.ascontiguousarray(v[index]) for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize(
+    "model_dir",
+    sorted(p.parent for p in TRAINED.glob("*/1/card.json")),
+    ids=lambda p: p.parent.name,
+)
+def test_bench_triton_vs_in_process(
+    stack: StackConfig, worldcereal_datasets: Path, model_dir: Path
+) -> None:
+    card = load_card(model_dir)
+    sample = real_inputs(card.name, worldcereal_datasets)[-1]
+    local = torch.jit.load(str(model_dir / "model.pt")).eval()
+    clients = [TritonModel(stack.triton_grpc_url, card.name) for _ in range(CLIENTS)]
+    pool = ThreadPoolExecutor(CLIENTS)
+    output = card.outputs[0].name
+    rows = []
+    for n in BATCHES:
+        batch = _rows(sample, n)
+        tensors = [torch.from_numpy(batch[t.name]) for t in card.inputs]
+
+        def in_process(tensors: list[torch.Tensor] = tensors, n: int = n) -> int:
+            with torch.inference_mode():
+                local(*tensors)
+            return n
+
+        def served(batch: Inputs = batch, n: int = n) -> int:
+            list(pool.map(lambda c: c.infer(batch, output), clients))
+            return n * CLIENTS
+
+        rows.append((n, throughput(in_process), throughput(served)))
+    pool.shutdown()
+    print(f"\n{card.name}: samples/s (torch threads {torch.get_num_threads()}, {CLIENTS} clients)")
+    print(f"{'batch':<8}{'in-process':>12}{'triton':>10}{'ratio':>8}")
+    for n, a, b in rows:
+        print(f"{n:<8}{a:>12.0f}{b:>10.0f}{b / a:>8.2f}")
+        assert a > 0 and b > 0

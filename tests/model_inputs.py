@@ -1,0 +1,68 @@
+"""Real inputs for every model of the project, as named arrays in its signature order:
+WorldCereal parcels and pixels, the eo-learn NDVI series (tests and benchmarks)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from revisit_cli.stack import REPO_ROOT
+from revisit_models.pixelset_data import collate, load_dataset
+from revisit_models.worldcereal import read_cube
+
+WORLDCEREAL = REPO_ROOT / "data" / "worldcereal"
+EOLEARN = REPO_ROOT / "data" / "eo-learn"
+Inputs = dict[str, npt.NDArray[np.float32]]
+
+
+def parcel_inputs(directory: Path, fusion: bool, until_day: float, count: int = 40) -> Inputs:
+    """Pixel sets of real parcels, the season cut at `until_day` (the season so far)."""
+    data = load_dataset(directory, "sampling_label" if "points" in str(directory) else None)
+    batch = collate(data, list(range(count)), np.random.default_rng(1), 64, [until_day] * count)
+    names = ["pixels", "pixel_mask", "positions", "geomfeat"]
+    if fusion:
+        names += ["s1", "s1_valid", "s1_positions"]
+    return {n: t.numpy() for n, t in zip(names, batch.inputs(fusion), strict=True)}
+
+
+def ndvi_series(count: int = 64) -> Inputs:
+    """Real eo-learn NDVI series of `count` pixels over 2017, cloudy dates masked."""
+    ndvi = np.load(EOLEARN / "NDVI.npy")[..., 0]
+    clouds = np.load(EOLEARN / "CLM.npy")[..., 0]
+    dates = [
+        date.fromisoformat(d[:10]) for d in json.loads((EOLEARN / "timestamps.json").read_text())
+    ]
+    keep = [i for i, d in enumerate(dates) if d.year == 2017]
+    rows, cols = np.unravel_index(np.arange(0, 101 * 100, 101 * 100 // count)[:count], (101, 100))
+    valid = (clouds[keep][:, rows, cols] == 0).T.astype(np.float32)  # (N, T)
+    values = np.where(valid > 0, ndvi[keep][:, rows, cols].T, 0.0).astype(np.float32)
+    days = np.array([(dates[i] - dates[keep[0]]).days for i in keep], np.float32)
+    return {"ndvi": values, "valid": valid, "positions": np.tile(days, (count, 1))}
+
+
+def reflectance(count: int = 64) -> Inputs:
+    """Real WorldCereal reflectances of June 2021 in the production band order."""
+    cube = read_cube(WORLDCEREAL / "worldcereal_preprocessed_inputs.nc")
+    dn, month = cube.dn, [d.month for d in cube.dates].index(6)
+    order = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B08", "B11", "B12")  # B8A := B08
+    stack = np.stack([dn[b][month].reshape(-1)[:count] for b in order], axis=1)
+    angles = np.tile(np.array([[30.0, 5.0, 90.0]], np.float32), (count, 1))
+    return {"reflectance": (stack / 10000.0).astype(np.float32), "angles": angles}
+
+
+def real_inputs(name: str, worldcereal_datasets: Path) -> list[Inputs]:
+    if name.startswith("psetae"):
+        fusion = "s1s2" in name
+        source = worldcereal_datasets / ("cube" if "cropland" in name else "points")
+        # three requests: 4 months, 8 months and the whole season (different T)
+        return [parcel_inputs(source, fusion, day) for day in (100.0, 220.0, 400.0)]
+    if name.startswith("landcover"):
+        series = ndvi_series()
+        return [series, {k: v[:, :10] for k, v in series.items()}]  # a full year, a spring
+    if name.startswith("biophys"):
+        return [reflectance()]
+    raise AssertionError(f"no real inputs for {name}: add them to this test")
