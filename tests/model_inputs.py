@@ -66,3 +66,26 @@ def real_inputs(name: str, worldcereal_datasets: Path) -> list[Inputs]:
     if name.startswith("biophys"):
         return [reflectance()]
     raise AssertionError(f"no real inputs for {name}: add them to this test")
+
+
+class LocalModel:
+    """A trained model's TorchScript called like Triton: named inputs in, (output, version)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import torch
+
+        from revisit_models.artefact import load_card
+
+        self.card = load_card(model_dir)
+        self.model_name = self.card.name
+        self.model = torch.jit.load(str(model_dir / "model.pt")).eval()
+        self.calls = 0
+
+    def infer(self, inputs: Inputs, output: str) -> tuple[npt.NDArray[np.float32], str]:
+        import torch
+
+        self.calls += 1
+        with torch.inference_mode():
+            tensors = [torch.from_numpy(inputs[t.name]) for t in self.card.inputs]
+            result: npt.NDArray[np.float32] = self.model(*tensors).numpy()
+        return result, self.card.version

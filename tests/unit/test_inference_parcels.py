@@ -9,7 +9,6 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 import pytest
-import torch
 from prometheus_client import CollectorRegistry
 
 from revisit_cli.stack import REPO_ROOT
@@ -22,29 +21,11 @@ from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LczGrid
 from revisit_preprocess.pixelsets import PixelSetConfig
 from tests.eolearn_scenes import EoLearnPatch
+from tests.model_inputs import LocalModel
 from tests.unit.test_preprocess_products import wgs84_parcels
 
 MODEL = REPO_ROOT / "data" / "models" / "psetae_s2" / "1"
 SEASON = "2016-09-01"
-
-
-class TorchScriptModel:
-    """The committed TorchScript, called like Triton (named inputs, version)."""
-
-    model_name = "psetae_s2"
-
-    def __init__(self) -> None:
-        self.model = torch.jit.load(str(MODEL / "model.pt")).eval()
-        self.calls = 0
-
-    def infer(
-        self, inputs: dict[str, npt.NDArray[np.float32]], output: str
-    ) -> tuple[npt.NDArray[np.float32], str]:
-        self.calls += 1
-        names = ("pixels", "pixel_mask", "positions", "geomfeat")
-        with torch.inference_mode():
-            out = self.model(*[torch.from_numpy(inputs[n]) for n in names]).numpy()
-        return out, "1"
 
 
 class NoLcz:
@@ -85,7 +66,7 @@ def season(
 
 def _crops() -> CropModel:
     card = json.loads((MODEL / "card.json").read_text())
-    return CropModel(TorchScriptModel(), card["classes"], card["input_statistics"])
+    return CropModel(LocalModel(MODEL), card["classes"], card["input_statistics"])
 
 
 def test_each_pass_repredicts_its_parcels_from_the_season_so_far(
@@ -155,4 +136,4 @@ def test_a_cloudy_pass_predicts_nothing_and_says_so(
     (out,) = handle_observation(cloudy, store, NoLcz(), crops)
     assert isinstance(out.event, pb.PredictionBatch)
     assert out.event.no_valid_observation and not out.event.predictions
-    assert isinstance(crops.model, TorchScriptModel) and crops.model.calls == 0
+    assert isinstance(crops.model, LocalModel) and crops.model.calls == 0

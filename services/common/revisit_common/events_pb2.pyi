@@ -212,7 +212,7 @@ class RegionPixels(_message.Message):
     def __init__(self, reflectance: _Optional[_Union[ArrayRef, _Mapping]] = ..., valid: _Optional[_Union[ArrayRef, _Mapping]] = ..., indices: _Optional[_Union[ArrayRef, _Mapping]] = ..., bands: _Optional[_Iterable[str]] = ..., index_names: _Optional[_Iterable[str]] = ..., geotransform: _Optional[_Iterable[float]] = ..., view: _Optional[_Union[ViewGeometry, _Mapping]] = ..., valid_fraction: _Optional[float] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("entity_id", "geometry_wkt", "class_code", "confidence", "probabilities", "observations", "season_days")
+    __slots__ = ("entity_id", "geometry_wkt", "class_code", "confidence", "probabilities", "observations", "season_days", "values")
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_WKT_FIELD_NUMBER: _ClassVar[int]
     CLASS_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +220,7 @@ class Prediction(_message.Message):
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     SEASON_DAYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     entity_id: str
     geometry_wkt: str
     class_code: int
@@ -227,10 +228,11 @@ class Prediction(_message.Message):
     probabilities: _containers.RepeatedScalarFieldContainer[float]
     observations: int
     season_days: int
-    def __init__(self, entity_id: _Optional[str] = ..., geometry_wkt: _Optional[str] = ..., class_code: _Optional[int] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., observations: _Optional[int] = ..., season_days: _Optional[int] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, entity_id: _Optional[str] = ..., geometry_wkt: _Optional[str] = ..., class_code: _Optional[int] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., observations: _Optional[int] = ..., season_days: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PredictionBatch(_message.Message):
-    __slots__ = ("header", "tile_id", "aoi", "indicator", "model_name", "model_version", "epsg", "predictions", "no_valid_observation", "notes", "classes", "season")
+    __slots__ = ("header", "tile_id", "aoi", "indicator", "model_name", "model_version", "epsg", "predictions", "no_valid_observation", "notes", "classes", "season", "value_names")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     TILE_ID_FIELD_NUMBER: _ClassVar[int]
     AOI_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +245,7 @@ class PredictionBatch(_message.Message):
     NOTES_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     SEASON_FIELD_NUMBER: _ClassVar[int]
+    VALUE_NAMES_FIELD_NUMBER: _ClassVar[int]
     header: Header
     tile_id: str
     aoi: Aoi
@@ -255,7 +258,8 @@ class PredictionBatch(_message.Message):
     notes: _containers.RepeatedScalarFieldContainer[str]
     classes: _containers.RepeatedScalarFieldContainer[str]
     season: str
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., indicator: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., epsg: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., season: _Optional[str] = ...) -> None: ...
+    value_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., indicator: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., epsg: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., season: _Optional[str] = ..., value_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("stage", "source_topic", "partition", "offset", "key", "value", "error_type", "error", "failed_at")

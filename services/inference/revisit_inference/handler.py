@@ -11,6 +11,7 @@ from revisit_common.errors import PoisonError
 from revisit_common.events import PREDICTIONS_TOPIC, derived_header
 from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
+from revisit_inference.areas import BiophysModel, predict_biophysics, region_pixels
 from revisit_inference.drift import DriftMetrics, s2_reference
 from revisit_inference.parcels import CropModel, day_of_season, predict_crops
 from revisit_inference.triton import Classifier
@@ -18,7 +19,7 @@ from revisit_inference.triton import Classifier
 PRODUCER = "inference"
 #: Observation kinds that the preprocess service produces but no model serves yet: they
 #: stay in the topic (and their arrays in the payload store) for the models to come.
-NOT_SERVED_YET = ("parcel_s1", "region_pixels")
+NOT_SERVED_YET = ("parcel_s1",)
 log = logging.getLogger(__name__)
 
 
@@ -28,12 +29,16 @@ def handle_observation(
     lcz: Classifier,
     crops: CropModel | None = None,
     drift: DriftMetrics | None = None,
+    bio: BiophysModel | None = None,
 ) -> list[Output]:
-    if batch.kind in NOT_SERVED_YET or (batch.kind == "parcel_pixels" and crops is None):
+    served = {"parcel_pixels": crops, "region_pixels": bio}
+    if batch.kind in NOT_SERVED_YET or (batch.kind in served and served[batch.kind] is None):
         log.info("inference: no model serves %s observations yet, skipped", batch.kind)
         return []
     if batch.kind == "parcel_pixels" and crops is not None:
         return [_crop_types(batch, store, crops, drift)]
+    if batch.kind == "region_pixels" and bio is not None:
+        return [_biophysics(batch, store, bio, drift)]
     if batch.kind != "lcz_patches":
         raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
     out = pb.PredictionBatch(
@@ -68,22 +73,43 @@ def handle_observation(
     return [Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)]
 
 
+def _biophysics(
+    batch: pb.ObservationBatch,
+    store: PayloadStore,
+    bio: BiophysModel,
+    drift: DriftMetrics | None,
+) -> Output:
+    out = _prediction_batch(batch, "biophysics", bio.model.model_name)
+    if not batch.no_valid_observation:
+        values = predict_biophysics(batch, store, bio, out)
+        if drift is not None and values is not None:
+            pixels = region_pixels(batch, store)
+            drift.observe_inputs(bio.model.model_name, batch.aoi.name, pixels, bio.reference())
+    return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)
+
+
+def _prediction_batch(
+    batch: pb.ObservationBatch, indicator: str, model_name: str
+) -> pb.PredictionBatch:
+    return pb.PredictionBatch(
+        header=derived_header(PRODUCER, batch.header),
+        tile_id=batch.tile_id,
+        aoi=batch.aoi,
+        indicator=indicator,
+        model_name=model_name,
+        epsg=batch.epsg,
+        no_valid_observation=batch.no_valid_observation,
+        notes=batch.notes,
+    )
+
+
 def _crop_types(
     batch: pb.ObservationBatch,
     store: PayloadStore,
     crops: CropModel,
     drift: DriftMetrics | None,
 ) -> Output:
-    out = pb.PredictionBatch(
-        header=derived_header(PRODUCER, batch.header),
-        tile_id=batch.tile_id,
-        aoi=batch.aoi,
-        indicator="crop_type",
-        model_name=crops.model.model_name,
-        epsg=batch.epsg,
-        no_valid_observation=batch.no_valid_observation,
-        notes=batch.notes,
-    )
+    out = _prediction_batch(batch, "crop_type", crops.model.model_name)
     if not batch.no_valid_observation:
         probabilities = predict_crops(batch, store, crops, out)
         if drift is not None:

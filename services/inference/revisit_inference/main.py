@@ -11,6 +11,7 @@ from revisit_common.events import OBSERVATIONS_TOPIC
 from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
+from revisit_inference.areas import BiophysModel
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
 from revisit_inference.parcels import CropModel
@@ -26,6 +27,8 @@ class InferenceSettings(ServiceSettings):
     - ``REVISIT_TRITON_TIMEOUT_S``: per request.
     - ``REVISIT_CROP_MODEL`` / ``REVISIT_CROP_MODEL_VERSION``: the crop-type model of
       "parcels" AOIs (empty model: parcels are not predicted).
+    - ``REVISIT_BIOPHYS_MODEL`` / ``REVISIT_BIOPHYS_MODEL_VERSION``: LAI, CCC, FCOVER of
+      "region" AOIs (empty model: not predicted).
     - ``REVISIT_MODEL_REPOSITORY``: the model repository built by `revisit models build`
       (the service reads each model's card there: classes, training statistics).
     """
@@ -36,6 +39,8 @@ class InferenceSettings(ServiceSettings):
     triton_timeout_s: float = 30.0
     crop_model: str = "psetae_s2"
     crop_model_version: str = ""
+    biophys_model: str = "biophys_prosail"
+    biophys_model_version: str = ""
     model_repository: Path = Path(__file__).resolve().parents[3] / "infra" / "triton" / "models"
 
 
@@ -54,18 +59,34 @@ def load_card(repository: Path, name: str, version: str) -> dict[str, Any]:
     return card
 
 
-def crop_model(settings: InferenceSettings) -> CropModel | None:
-    if not settings.crop_model:
+def served_model(
+    settings: InferenceSettings, name: str, version: str
+) -> tuple[TritonModel, dict[str, Any]] | None:
+    """The Triton client of a configured model and its card (None: not configured)."""
+    if not name:
         return None
-    card = load_card(settings.model_repository, settings.crop_model, settings.crop_model_version)
+    card = load_card(settings.model_repository, name, version)
     model = TritonModel(
         settings.triton_grpc_url,
-        settings.crop_model,
-        settings.crop_model_version,
+        name,
+        version,
         max_batch=int(card.get("max_batch_size", 256)),
         timeout_s=settings.triton_timeout_s,
     )
+    return model, card
+
+
+def crop_model(settings: InferenceSettings) -> CropModel | None:
+    served = served_model(settings, settings.crop_model, settings.crop_model_version)
+    if served is None:
+        return None
+    model, card = served
     return CropModel(model, list(card["classes"]), dict(card["input_statistics"]))
+
+
+def biophys_model(settings: InferenceSettings) -> BiophysModel | None:
+    served = served_model(settings, settings.biophys_model, settings.biophys_model_version)
+    return None if served is None else BiophysModel(served[0], served[1]["input_statistics"])
 
 
 def main() -> None:
@@ -82,14 +103,14 @@ def main() -> None:
         settings.lcz_model_version,
         timeout_s=settings.triton_timeout_s,
     )
-    crops = crop_model(settings)
+    crops, bio = crop_model(settings), biophys_model(settings)
     drift = DriftMetrics()
     app.consume(
         Stage(
             service="inference",
             input_topic=OBSERVATIONS_TOPIC,
             event_type=pb.ObservationBatch,
-            process=lambda batch: handle_observation(batch, store, lcz, crops, drift),
+            process=lambda batch: handle_observation(batch, store, lcz, crops, drift, bio),
         )
     )
 

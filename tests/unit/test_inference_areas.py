@@ -1,0 +1,103 @@
+"""Biophysical variables of a region AOI: the real WorldCereal June pass through the
+preprocess handler, then the inference handler with the committed PROSAIL model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from revisit_cli.stack import REPO_ROOT
+from revisit_common import events_pb2 as pb
+from revisit_common.payload import PayloadStore
+from revisit_inference.areas import BiophysModel, relative_azimuth
+from revisit_inference.drift import DriftMetrics
+from revisit_inference.handler import handle_observation
+from revisit_preprocess.handler import handle_scene
+from revisit_preprocess.lcz import LczGrid
+from tests.model_inputs import LocalModel
+from tests.unit.test_inference_parcels import NoLcz
+
+MODEL = REPO_ROOT / "data" / "models" / "biophys_prosail" / "1"
+
+
+def _region_pass(
+    demo_scenes: list[pb.SceneDiscovered], month: str, store: PayloadStore, view: bool = True
+) -> pb.ObservationBatch:
+    scene = pb.SceneDiscovered()
+    scene.CopyFrom(next(s for s in demo_scenes if s.header.scene_id.endswith(f"{month}01_MONTHLY")))
+    scene.aoi.kind = "region"
+    if view:
+        scene.view.sun_zenith, scene.view.view_zenith = 32.4, 5.0
+        scene.view.sun_azimuth, scene.view.view_azimuth = 160.0, 250.0
+    (out,) = handle_scene(scene, store, LczGrid())
+    assert isinstance(out.event, pb.ObservationBatch) and out.event.kind == "region_pixels"
+    return out.event
+
+
+def _bio() -> BiophysModel:
+    model = LocalModel(MODEL)
+    return BiophysModel(model, model.card.input_statistics)
+
+
+def test_the_area_summary_is_the_model_on_every_valid_pixel(
+    demo_scenes: list[pb.SceneDiscovered], tmp_path: Path
+) -> None:
+    store = PayloadStore(tmp_path)
+    batch = _region_pass(demo_scenes, "202106", store)
+    bio, drift = _bio(), DriftMetrics(CollectorRegistry())
+    (out,) = handle_observation(batch, store, NoLcz(), drift=drift, bio=bio)
+    result = out.event
+    assert isinstance(result, pb.PredictionBatch) and result.indicator == "biophysics"
+    assert result.model_name == "biophys_prosail" and result.model_version == "1"
+    (area,) = result.predictions
+    summary = dict(zip(result.value_names, area.values, strict=True))
+    # directly: the same model on the region's valid pixels with the pass's angles
+    reflectance = store.get_array(batch.region.reflectance)
+    valid = store.get_array(batch.region.valid).astype(bool)
+    pixels = reflectance[:, valid].T.astype(np.float32)
+    angles = np.tile(np.array([[32.4, 5.0, 90.0]], np.float32), (len(pixels), 1))
+    direct, _ = LocalModel(MODEL).infer({"reflectance": pixels, "angles": angles}, "variables")
+    assert area.observations == len(pixels) == int(valid.sum()) > 5000
+    assert summary["lai_mean"] == pytest.approx(float(direct[:, 0].mean()), rel=1e-5)
+    assert summary["fcover_median"] == pytest.approx(float(np.median(direct[:, 2])), rel=1e-5)
+    assert summary["valid_fraction"] == pytest.approx(batch.region.valid_fraction)
+    assert 1.0 < summary["lai_mean"] < 4.0  # June over Hesbaye crops and grassland
+    assert 0.0 < summary["fcover_mean"] < 1.0
+    shift = drift.max_shift.labels("biophys_prosail", batch.aoi.name)._value.get()
+    assert shift > 0
+
+
+def test_june_is_greener_than_march(demo_scenes: list[pb.SceneDiscovered], tmp_path: Path) -> None:
+    store, bio = PayloadStore(tmp_path), _bio()
+    lai = {}
+    for month in ("202103", "202106"):
+        (out,) = handle_observation(
+            _region_pass(demo_scenes, month, store), store, NoLcz(), bio=bio
+        )
+        assert isinstance(out.event, pb.PredictionBatch)
+        lai[month] = dict(zip(out.event.value_names, out.event.predictions[0].values, strict=True))[
+            "lai_median"
+        ]
+    assert lai["202106"] > 1.5 * lai["202103"]
+
+
+def test_without_angles_there_is_no_estimate(
+    demo_scenes: list[pb.SceneDiscovered], tmp_path: Path
+) -> None:
+    store, bio = PayloadStore(tmp_path), _bio()
+    batch = _region_pass(demo_scenes, "202106", store, view=False)
+    (out,) = handle_observation(batch, store, NoLcz(), bio=bio)
+    assert isinstance(out.event, pb.PredictionBatch)
+    assert out.event.no_valid_observation and not out.event.predictions
+    assert "no sun/view angles" in out.event.notes[-1]
+    assert isinstance(bio.model, LocalModel) and bio.model.calls == 0
+
+
+def test_relative_azimuth_folds_into_0_180() -> None:
+    view = pb.ViewGeometry(sun_azimuth=350.0, view_azimuth=10.0)
+    assert relative_azimuth(view) == 20.0
+    view = pb.ViewGeometry(sun_azimuth=160.0, view_azimuth=250.0)
+    assert relative_azimuth(view) == 90.0
