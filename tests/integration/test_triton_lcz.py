@@ -7,7 +7,7 @@ import pytest
 
 from revisit_cli.stack import StackConfig
 from revisit_common.errors import PoisonError, TransientError
-from revisit_inference.triton import TritonClassifier
+from revisit_inference.triton import CircuitBreaker, TritonClassifier
 from revisit_models.lcz import LCZ_MODEL
 
 pytestmark = pytest.mark.integration
@@ -33,3 +33,21 @@ def test_unreachable_triton_is_transient() -> None:
     lcz = TritonClassifier("127.0.0.1:1", LCZ_MODEL, timeout_s=2)
     with pytest.raises(TransientError, match="unavailable"):
         lcz.predict(np.zeros((1, 10, 32, 32), np.float32))
+
+
+def test_the_circuit_opens_after_repeated_failures_and_closes_on_success(
+    stack: StackConfig,
+) -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(LCZ_MODEL, threshold=2, cooldown_s=30.0, clock=lambda: now[0])
+    down = TritonClassifier("127.0.0.1:1", LCZ_MODEL, timeout_s=2, breaker=breaker)
+    for _ in range(2):
+        with pytest.raises(TransientError, match="unavailable"):
+            down.predict(np.zeros((1, 10, 32, 32), np.float32))
+    with pytest.raises(TransientError, match="circuit open after 2 failures"):
+        down.predict(np.zeros((1, 10, 32, 32), np.float32))  # no call made
+    now[0] = 31.0  # cooled down: one call goes through, to a server that is up now
+    up = TritonClassifier(stack.triton_grpc_url, LCZ_MODEL, breaker=breaker)
+    probabilities, _ = up.predict(np.full((1, 10, 32, 32), 0.1, np.float32))
+    assert probabilities.shape == (1, 17)
+    assert breaker.failures == 0 and breaker.open_until == 0.0

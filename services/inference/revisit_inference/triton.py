@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc as grpcclient
+from prometheus_client import Gauge
 from tritonclient.utils import InferenceServerException
 
 from revisit_common.errors import PoisonError, TransientError
@@ -26,8 +28,54 @@ class Classifier(Protocol):
         ...
 
 
+CIRCUIT_OPEN = Gauge(
+    "revisit_inference_triton_circuit_open",
+    "1 while calls to a Triton model are suspended after repeated failures.",
+    ["model"],
+)
+
+
+class CircuitBreaker:
+    """After `threshold` failures in a row, refuse calls for `cooldown_s` (fail fast, so
+    the service's retry loop waits without hammering a server that is down), then let
+    one call through: its success closes the circuit, its failure opens it again."""
+
+    def __init__(
+        self,
+        name: str,
+        threshold: int = 5,
+        cooldown_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name, self.threshold, self.cooldown_s, self.clock = name, threshold, cooldown_s, clock
+        self.failures, self.open_until = 0, 0.0
+
+    def before(self) -> None:
+        wait = self.open_until - self.clock()
+        if wait > 0:
+            raise TransientError(
+                f"{self.name}: circuit open after {self.failures} failures in a row; "
+                f"next try in {wait:.0f} s"
+            )
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.open_until = self.clock() + self.cooldown_s
+            CIRCUIT_OPEN.labels(self.name).set(1)
+
+    def succeeded(self) -> None:
+        self.failures, self.open_until = 0, 0.0
+        CIRCUIT_OPEN.labels(self.name).set(0)
+
+
 class TritonModel:
-    """Calls one Triton model with named FP32 tensors; cuts requests to the max batch."""
+    """Calls one Triton model with named FP32 tensors; cuts requests to the max batch.
+
+    Bad input is a PoisonError; an unreachable or failing server a TransientError (the
+    service retries with backoff and commits nothing meanwhile), and after repeated
+    failures the circuit breaker answers TransientError without calling.
+    """
 
     def __init__(
         self,
@@ -36,12 +84,14 @@ class TritonModel:
         model_version: str = "",
         max_batch: int = 256,
         timeout_s: float = 30.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.model_name = model_name
         self.model_version = model_version
         self.max_batch = max_batch
         self.timeout_s = timeout_s
         self.client = grpcclient.InferenceServerClient(url)
+        self.breaker = breaker or CircuitBreaker(model_name)
 
     def infer(
         self, inputs: Mapping[str, npt.NDArray[np.float32]], output: str
@@ -50,6 +100,7 @@ class TritonModel:
         sizes = {len(array) for array in inputs.values()}
         if len(sizes) != 1:
             raise PoisonError(f"{self.model_name}: inputs of different batch sizes {sorted(sizes)}")
+        self.breaker.before()
         parts, version = [], self.model_version
         for start in range(0, sizes.pop(), self.max_batch):
             tensors = []
@@ -67,12 +118,16 @@ class TritonModel:
                     client_timeout=self.timeout_s,
                 )
             except InferenceServerException as exc:
-                raise classify(exc, self.model_name) from exc
+                error = classify(exc, self.model_name)
+                if isinstance(error, TransientError):
+                    self.breaker.failed()
+                raise error from exc
             values = result.as_numpy(output)
             if values is None:
                 raise PoisonError(f"{self.model_name} returned no {output!r} output")
             parts.append(values.astype(np.float32))
             version = result.get_response().model_version or version
+        self.breaker.succeeded()
         return np.concatenate(parts), version
 
 
