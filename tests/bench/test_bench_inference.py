@@ -10,8 +10,6 @@ On a 2-core machine client and server share the cores: read the ratios, not the 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,20 +21,12 @@ from revisit_cli.models import TRAINED
 from revisit_cli.stack import StackConfig
 from revisit_inference.triton import TritonModel
 from revisit_models.artefact import load_card
+from tests.bench.timing import throughput
 from tests.model_inputs import Inputs, real_inputs
 
 pytestmark = pytest.mark.integration
 BATCHES = (1, 16, 64, 256)
 CLIENTS = 4
-SECONDS = 2.0
-
-
-def throughput(call: Callable[[], int], seconds: float = SECONDS) -> float:
-    call()  # warm-up
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        done += call()
-    return done / (time.perf_counter() - t0)
 
 
 def _rows(inputs: Inputs, n: int) -> Inputs:

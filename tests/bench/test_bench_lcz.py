@@ -8,7 +8,6 @@ the row `1 x 16 clients` shows it. Numbers depend on the machine: read the ratio
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,18 +18,10 @@ import torch
 from revisit_cli.stack import StackConfig, up
 from revisit_inference.triton import TritonClassifier
 from revisit_models.lcz import LCZ_MODEL
+from tests.bench.timing import throughput
 
 pytestmark = pytest.mark.integration
 BATCHES = (1, 16, 64, 256)
-SECONDS = 3.0
-
-
-def throughput(call: Callable[[], int], seconds: float = SECONDS) -> float:
-    call()  # warm-up
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        done += call()
-    return done / (time.perf_counter() - t0)
 
 
 def test_bench_triton_vs_in_process(stack: StackConfig, lcz_parity: dict[str, np.ndarray]) -> None:
