@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from revisit_cli.stack import REPO_ROOT
 from revisit_common import events_pb2 as pb
 from revisit_common.payload import PayloadStore
-from revisit_inference.areas import BiophysModel, relative_azimuth
+from revisit_inference.areas import BiophysModel, LandCoverModel, relative_azimuth
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
 from revisit_preprocess.handler import handle_scene
@@ -101,3 +101,57 @@ def test_relative_azimuth_folds_into_0_180() -> None:
     assert relative_azimuth(view) == 20.0
     view = pb.ViewGeometry(sun_azimuth=160.0, view_azimuth=250.0)
     assert relative_azimuth(view) == 90.0
+
+
+LANDCOVER = REPO_ROOT / "data" / "models" / "landcover_tae" / "1"
+
+
+def test_land_cover_fractions_from_the_year_of_passes(
+    demo_scenes: list[pb.SceneDiscovered], tmp_path: Path
+) -> None:
+    """The 12 real WorldCereal months as region passes (2 without data), then the land
+    cover of the AOI at the last one, from each pixel's NDVI over the year."""
+    store = PayloadStore(tmp_path)
+    events = []
+    for original in sorted(demo_scenes, key=lambda s: s.header.acquired_at.ToDatetime()):
+        scene = pb.SceneDiscovered()
+        scene.CopyFrom(original)
+        scene.aoi.kind, scene.aoi.season_start = "region", "11-01"
+        (out,) = handle_scene(scene, store, LczGrid())
+        assert isinstance(out.event, pb.ObservationBatch)
+        events.append(out.event)
+    observed = [e for e in events if not e.no_valid_observation]
+    assert len(observed) == 10 and observed[-1].region.series_length == 10
+    model = LocalModel(LANDCOVER)
+    land = LandCoverModel(model, model.card.classes, model.card.input_statistics)
+    drift = DriftMetrics(CollectorRegistry())
+    (out,) = handle_observation(observed[-1], store, NoLcz(), drift=drift, land=land)
+    batch = out.event
+    assert isinstance(batch, pb.PredictionBatch) and batch.indicator == "land_cover"
+    assert batch.season == "2020-11-01" and list(batch.classes) == land.classes
+    (area,) = batch.predictions
+    values = dict(zip(batch.value_names, area.values, strict=True))
+    assert set(values) == {"tree", "built_up", "cropland", "pixels_share"}
+    assert area.observations == 10 and area.season_days == 334  # 2020-11-01 .. 2021-10-01
+    # independently: every pixel's NDVI over the passes, from the events, in process
+    ndvi = np.stack([store.get_array(e.region.indices)[0].reshape(-1) for e in observed], 1)
+    valid = np.stack([store.get_array(e.region.valid).reshape(-1) for e in observed], 1)
+    valid &= np.isfinite(ndvi)
+    seen = valid.any(1)
+    days = [
+        (e.header.acquired_at.ToDatetime() - observed[0].header.acquired_at.ToDatetime()).days
+        for e in observed
+    ]
+    inputs = {
+        "ndvi": np.where(valid, np.nan_to_num(ndvi), 0)[seen].astype(np.float32),
+        "valid": valid[seen].astype(np.float32),
+        "positions": np.tile(np.array(days, np.float32), (int(seen.sum()), 1)),
+    }
+    probabilities, _ = model.infer(inputs, "probabilities")
+    classes = list(land.classes)
+    assert values["tree"] == pytest.approx(
+        probabilities[:, classes.index("forest")].mean(), rel=1e-4
+    )
+    assert values["pixels_share"] == pytest.approx(seen.mean())
+    assert 0.0 <= values["tree"] + values["built_up"] + values["cropland"] <= 1.0
+    assert drift.max_shift.labels("landcover_tae", batch.aoi.name)._value.get() >= 0

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from revisit_common.indicators import INDICATOR_CLASSES, area_fractions
 from revisit_models.artefact import MODEL_FILE, ModelCard, TensorSpec, load_card, save_model
 from revisit_models.landcover import (
-    INDICATOR_CLASSES,
     LEGEND,
     LEGEND_CODES,
     LULC_CODES,
     LandCoverPatch,
     LandCoverTAE,
-    area_fractions,
     disturbed_forest,
     evaluate,
     load_patch,
@@ -224,11 +223,11 @@ def test_committed_model_matches_its_card(patch: LandCoverPatch, inputs: Inputs)
 
 def test_area_fractions_of_class_ids_and_of_probabilities() -> None:
     ids = np.array([[1, 1, 4, 0], [2, 1, 3, 4]])  # forest 3, built-up 2, cropland 1 of 8
-    assert area_fractions(ids) == {"tree": 0.375, "built_up": 0.25, "cropland": 0.125}
+    assert area_fractions(ids, LEGEND) == {"tree": 0.375, "built_up": 0.25, "cropland": 0.125}
     probabilities = np.array(
         [[0.1, 0.6, 0.1, 0.1, 0.1], [0.5, 0.0, 0.0, 0.0, 0.5]], dtype=np.float32
     )
-    fractions = area_fractions(probabilities)
+    fractions = area_fractions(probabilities, LEGEND)
     assert fractions.keys() == {"tree", "built_up", "cropland"}  # no water in the legend
     assert fractions["tree"] == pytest.approx(0.3)
     assert fractions["built_up"] == pytest.approx(0.3)
@@ -236,8 +235,8 @@ def test_area_fractions_of_class_ids_and_of_probabilities() -> None:
     with_water = area_fractions(np.array([0, 1, 1]), legend=("water", "forest"))
     assert with_water == {"tree": pytest.approx(2 / 3), "water": pytest.approx(1 / 3)}
     with pytest.raises(ValueError, match="last axis"):
-        area_fractions(np.ones((3, 4), np.float32))
+        area_fractions(np.ones((3, 4), np.float32), LEGEND)
     with pytest.raises(ValueError, match="outside"):
-        area_fractions(np.array([0, 5]))
+        area_fractions(np.array([0, 5]), LEGEND)
     with pytest.raises(ValueError, match="no pixel"):
-        area_fractions(np.zeros(0, np.int64))
+        area_fractions(np.zeros(0, np.int64), LEGEND)

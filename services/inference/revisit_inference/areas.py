@@ -1,6 +1,11 @@
-"""Biophysical variables of a "region" AOI, per pass: LAI, CCC and FCOVER of every valid
-pixel from the PROSAIL-trained model, summarised for the area (mean and median of each,
-and the share of the AOI's pixels that were valid).
+"""Indicators of a "region" AOI, per pass.
+
+- Biophysics: LAI, CCC and FCOVER of every valid pixel from the PROSAIL-trained model,
+  summarised for the area (mean and median of each, and the AOI's valid share).
+- Land cover: each pixel's class from its NDVI series over the year up to this pass
+  (the region's season series in the payload store), summarised as the area's tree,
+  built-up and cropland fractions (`revisit_common.indicators`; expected fractions,
+  i.e. mean probabilities) over the pixels seen at least once.
 
 The model needs the sun and view angles of the pass (`RegionPixels.view`, from the STAC
 item's `view:*` properties): without them there is no honest estimate, and the batch
@@ -10,6 +15,7 @@ says so instead of guessing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -17,7 +23,9 @@ import numpy.typing as npt
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
+from revisit_common.indicators import area_fractions
 from revisit_common.payload import PayloadStore
+from revisit_common.series import read_series
 from revisit_inference.drift import Reference
 from revisit_inference.parcels import NamedModel
 
@@ -90,3 +98,88 @@ def predict_biophysics(
         )
     )
     return values
+
+
+#: The land-cover model was trained on windows of 300 to 400 days of passes.
+WINDOW_DAYS = 365
+
+
+@dataclass(frozen=True)
+class LandCoverModel:
+    model: NamedModel
+    classes: list[str]
+    statistics: dict[str, Any]
+
+    def reference(self) -> Reference:
+        ndvi = self.statistics["ndvi"]
+        return Reference.of(["ndvi"], [ndvi["mean"]], [ndvi["std"]])
+
+
+@dataclass(frozen=True)
+class PixelSeries:
+    inputs: dict[str, npt.NDArray[np.float32]]  # ndvi, valid, positions: (N, T)
+    passes: int
+    span_days: int
+    skipped: int  # passes on another grid (the AOI's window changed)
+
+
+def ndvi_series(batch: pb.ObservationBatch, store: PayloadStore) -> PixelSeries:
+    """NDVI series of the AOI's pixels over the year up to this pass (pixels with at
+    least one valid date), from the region's series in the payload store."""
+    region = batch.region
+    if "NDVI" not in region.index_names:
+        raise PoisonError(f"region indices {list(region.index_names)} have no NDVI")
+    k = list(region.index_names).index("NDVI")
+    shape = tuple(store.get_array(region.valid).shape)
+    until = batch.header.acquired_at.ToDatetime().date()
+    used, skipped = [], 0
+    for p in read_series(store, region.series_key):
+        acquired = date.fromisoformat(p["acquired_at"][:10])
+        if not 0 <= (until - acquired).days < WINDOW_DAYS:
+            continue
+        valid = store.get_array(p["arrays"]["valid"]).astype(bool)
+        if valid.shape != shape:
+            skipped += 1
+            continue
+        ndvi = store.get_array(p["arrays"]["indices"])[k]
+        used.append((acquired, valid & np.isfinite(ndvi), np.nan_to_num(ndvi)))
+    if not used:
+        raise PoisonError(f"region series {region.series_key!r} lacks this pass")
+    valid = np.stack([v.reshape(-1) for _, v, _ in used], axis=1)  # (pixels, T)
+    ndvi = np.stack([n.reshape(-1) for _, _, n in used], axis=1)
+    seen = valid.any(axis=1)
+    first = used[0][0]
+    days = np.array([(a - first).days for a, _, _ in used], np.float32)
+    inputs = {
+        "ndvi": np.where(valid[seen], ndvi[seen], 0.0).astype(np.float32),
+        "valid": valid[seen].astype(np.float32),
+        "positions": np.tile(days, (int(seen.sum()), 1)),
+    }
+    return PixelSeries(inputs, len(used), int(days[-1]), skipped)
+
+
+def predict_land_cover(
+    batch: pb.ObservationBatch, store: PayloadStore, lc: LandCoverModel, out: pb.PredictionBatch
+) -> npt.NDArray[np.float32]:
+    """Fill `out` with the AOI's indicator fractions; the per-pixel probabilities."""
+    series = ndvi_series(batch, store)
+    probabilities, out.model_version = lc.model.infer(series.inputs, "probabilities")
+    if probabilities.shape != (len(series.inputs["ndvi"]), len(lc.classes)):
+        raise PoisonError(f"{lc.model.model_name} answered {probabilities.shape}")
+    fractions = area_fractions(probabilities, lc.classes)
+    out.classes.extend(lc.classes)
+    out.season = batch.region.season
+    out.value_names.extend([*fractions, "pixels_share"])
+    if series.skipped:
+        out.notes.append(f"{series.skipped} passes on another grid of the AOI were left out")
+    valid = store.get_array(batch.region.valid)
+    out.predictions.append(
+        pb.Prediction(
+            entity_id=batch.aoi.name,
+            class_code=int(probabilities.mean(0).argmax()),
+            values=[*fractions.values(), len(probabilities) / valid.size],
+            observations=series.passes,
+            season_days=series.span_days,
+        )
+    )
+    return probabilities

@@ -11,7 +11,13 @@ from revisit_common.errors import PoisonError
 from revisit_common.events import PREDICTIONS_TOPIC, derived_header
 from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
-from revisit_inference.areas import BiophysModel, predict_biophysics, region_pixels
+from revisit_inference.areas import (
+    BiophysModel,
+    LandCoverModel,
+    predict_biophysics,
+    predict_land_cover,
+    region_pixels,
+)
 from revisit_inference.drift import DriftMetrics, s2_reference
 from revisit_inference.parcels import CropModel, day_of_season, predict_crops
 from revisit_inference.triton import Classifier
@@ -30,15 +36,19 @@ def handle_observation(
     crops: CropModel | None = None,
     drift: DriftMetrics | None = None,
     bio: BiophysModel | None = None,
+    land: LandCoverModel | None = None,
 ) -> list[Output]:
-    served = {"parcel_pixels": crops, "region_pixels": bio}
+    served = {"parcel_pixels": crops, "region_pixels": bio or land}
     if batch.kind in NOT_SERVED_YET or (batch.kind in served and served[batch.kind] is None):
         log.info("inference: no model serves %s observations yet, skipped", batch.kind)
         return []
     if batch.kind == "parcel_pixels" and crops is not None:
         return [_crop_types(batch, store, crops, drift)]
-    if batch.kind == "region_pixels" and bio is not None:
-        return [_biophysics(batch, store, bio, drift)]
+    if batch.kind == "region_pixels":
+        outputs = [_biophysics(batch, store, bio, drift)] if bio is not None else []
+        if land is not None:
+            outputs.append(_land_cover(batch, store, land, drift))
+        return outputs
     if batch.kind != "lcz_patches":
         raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
     out = pb.PredictionBatch(
@@ -85,6 +95,26 @@ def _biophysics(
         if drift is not None and values is not None:
             pixels = region_pixels(batch, store)
             drift.observe_inputs(bio.model.model_name, batch.aoi.name, pixels, bio.reference())
+    return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)
+
+
+def _land_cover(
+    batch: pb.ObservationBatch,
+    store: PayloadStore,
+    land: LandCoverModel,
+    drift: DriftMetrics | None,
+) -> Output:
+    out = _prediction_batch(batch, "land_cover", land.model.model_name)
+    if not batch.no_valid_observation:
+        probabilities = predict_land_cover(batch, store, land, out)
+        if drift is not None:
+            k = list(batch.region.index_names).index("NDVI")
+            ndvi = store.get_array(batch.region.indices)[k]
+            values = ndvi[store.get_array(batch.region.valid).astype(bool)].reshape(-1, 1)
+            drift.observe_inputs(land.model.model_name, batch.aoi.name, values, land.reference())
+            drift.observe_predictions(
+                land.model.model_name, batch.aoi.name, probabilities, land.classes
+            )
     return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)
 
 

@@ -11,7 +11,7 @@ from revisit_common.events import OBSERVATIONS_TOPIC
 from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
-from revisit_inference.areas import BiophysModel
+from revisit_inference.areas import BiophysModel, LandCoverModel
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
 from revisit_inference.parcels import CropModel
@@ -29,6 +29,8 @@ class InferenceSettings(ServiceSettings):
       "parcels" AOIs (empty model: parcels are not predicted).
     - ``REVISIT_BIOPHYS_MODEL`` / ``REVISIT_BIOPHYS_MODEL_VERSION``: LAI, CCC, FCOVER of
       "region" AOIs (empty model: not predicted).
+    - ``REVISIT_LANDCOVER_MODEL`` / ``REVISIT_LANDCOVER_MODEL_VERSION``: land-cover
+      fractions of "region" AOIs (empty model: not predicted).
     - ``REVISIT_MODEL_REPOSITORY``: the model repository built by `revisit models build`
       (the service reads each model's card there: classes, training statistics).
     """
@@ -41,6 +43,8 @@ class InferenceSettings(ServiceSettings):
     crop_model_version: str = ""
     biophys_model: str = "biophys_prosail"
     biophys_model_version: str = ""
+    landcover_model: str = "landcover_tae"
+    landcover_model_version: str = ""
     model_repository: Path = Path(__file__).resolve().parents[3] / "infra" / "triton" / "models"
 
 
@@ -84,6 +88,14 @@ def crop_model(settings: InferenceSettings) -> CropModel | None:
     return CropModel(model, list(card["classes"]), dict(card["input_statistics"]))
 
 
+def landcover_model(settings: InferenceSettings) -> LandCoverModel | None:
+    served = served_model(settings, settings.landcover_model, settings.landcover_model_version)
+    if served is None:
+        return None
+    model, card = served
+    return LandCoverModel(model, list(card["classes"]), dict(card["input_statistics"]))
+
+
 def biophys_model(settings: InferenceSettings) -> BiophysModel | None:
     served = served_model(settings, settings.biophys_model, settings.biophys_model_version)
     return None if served is None else BiophysModel(served[0], served[1]["input_statistics"])
@@ -103,14 +115,14 @@ def main() -> None:
         settings.lcz_model_version,
         timeout_s=settings.triton_timeout_s,
     )
-    crops, bio = crop_model(settings), biophys_model(settings)
+    crops, bio, land = crop_model(settings), biophys_model(settings), landcover_model(settings)
     drift = DriftMetrics()
     app.consume(
         Stage(
             service="inference",
             input_topic=OBSERVATIONS_TOPIC,
             event_type=pb.ObservationBatch,
-            process=lambda batch: handle_observation(batch, store, lcz, crops, drift, bio),
+            process=lambda batch: handle_observation(batch, store, lcz, crops, drift, bio, land),
         )
     )
 

@@ -237,4 +237,9 @@ def _region(scene: pb.SceneDiscovered, store: PayloadStore) -> pb.ObservationBat
     region.reflectance.CopyFrom(store.put_array(f"{key}/reflectance", inputs.reflectance))
     region.valid.CopyFrom(store.put_array(f"{key}/valid", inputs.valid))
     region.indices.CopyFrom(store.put_array(f"{key}/indices", inputs.indices))
+    acquired = to_datetime(scene.header.acquired_at)
+    region.season = season_of(acquired, scene.aoi.season_start)
+    region.series_key = series_key("region_pixels", scene.aoi.name, region.season, scene.tile_id)
+    refs = {"valid": region.valid, "indices": region.indices}
+    region.series_length = append_pass(store, region.series_key, acquired, scene, refs)
     return batch
