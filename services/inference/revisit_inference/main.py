@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from revisit_common import events_pb2 as pb
 from revisit_common.events import OBSERVATIONS_TOPIC
@@ -16,6 +16,8 @@ from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
 from revisit_inference.parcels import CropModel
 from revisit_inference.triton import TritonClassifier, TritonModel
+
+C = TypeVar("C", CropModel, LandCoverModel)
 
 
 class InferenceSettings(ServiceSettings):
@@ -80,20 +82,14 @@ def served_model(
     return model, card
 
 
-def crop_model(settings: InferenceSettings) -> CropModel | None:
-    served = served_model(settings, settings.crop_model, settings.crop_model_version)
+def classifier(settings: InferenceSettings, name: str, version: str, kind: type[C]) -> C | None:
+    """A configured classifier (crop type, land cover) with its card's classes and
+    training statistics (None: not configured)."""
+    served = served_model(settings, name, version)
     if served is None:
         return None
     model, card = served
-    return CropModel(model, list(card["classes"]), dict(card["input_statistics"]))
-
-
-def landcover_model(settings: InferenceSettings) -> LandCoverModel | None:
-    served = served_model(settings, settings.landcover_model, settings.landcover_model_version)
-    if served is None:
-        return None
-    model, card = served
-    return LandCoverModel(model, list(card["classes"]), dict(card["input_statistics"]))
+    return kind(model, list(card["classes"]), dict(card["input_statistics"]))
 
 
 def biophys_model(settings: InferenceSettings) -> BiophysModel | None:
@@ -115,7 +111,11 @@ def main() -> None:
         settings.lcz_model_version,
         timeout_s=settings.triton_timeout_s,
     )
-    crops, bio, land = crop_model(settings), biophys_model(settings), landcover_model(settings)
+    crops = classifier(settings, settings.crop_model, settings.crop_model_version, CropModel)
+    land = classifier(
+        settings, settings.landcover_model, settings.landcover_model_version, LandCoverModel
+    )
+    bio = biophys_model(settings)
     drift = DriftMetrics()
     app.consume(
         Stage(
