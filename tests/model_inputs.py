@@ -3,14 +3,13 @@ WorldCereal parcels and pixels, the eo-learn NDVI series (tests and benchmarks).
 
 from __future__ import annotations
 
-import json
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from revisit_cli.stack import REPO_ROOT
+from revisit_models.landcover import load_patch, window_inputs, year_slice
 from revisit_models.pixelset_data import collate, load_dataset
 from revisit_models.worldcereal import read_cube
 
@@ -31,17 +30,16 @@ def parcel_inputs(directory: Path, fusion: bool, until_day: float, count: int = 
 
 def ndvi_series(count: int = 64) -> Inputs:
     """Real eo-learn NDVI series of `count` pixels over 2017, cloudy dates masked."""
-    ndvi = np.load(EOLEARN / "NDVI.npy")[..., 0]
-    clouds = np.load(EOLEARN / "CLM.npy")[..., 0]
-    dates = [
-        date.fromisoformat(d[:10]) for d in json.loads((EOLEARN / "timestamps.json").read_text())
-    ]
-    keep = [i for i, d in enumerate(dates) if d.year == 2017]
-    rows, cols = np.unravel_index(np.arange(0, 101 * 100, 101 * 100 // count)[:count], (101, 100))
-    valid = (clouds[keep][:, rows, cols] == 0).T.astype(np.float32)  # (N, T)
-    values = np.where(valid > 0, ndvi[keep][:, rows, cols].T, 0.0).astype(np.float32)
-    days = np.array([(dates[i] - dates[keep[0]]).days for i in keep], np.float32)
-    return {"ndvi": values, "valid": valid, "positions": np.tile(days, (count, 1))}
+    patch = load_patch(EOLEARN)
+    mask = np.zeros(patch.ndvi.shape[1:], bool)
+    mask.reshape(-1)[np.arange(0, mask.size, mask.size // count)[:count]] = True
+    ndvi, clear = patch.ndvi[:, mask].T, ~patch.cloud[:, mask].T
+    window = window_inputs(
+        ndvi, clear, patch.days, year_slice(patch.dates, "2017-01-01", "2018-01-01")
+    )
+    return {
+        n: t.numpy() for n, t in zip(("ndvi", "valid", "positions"), window.inputs(), strict=True)
+    }
 
 
 def reflectance(count: int = 64) -> Inputs:
@@ -52,6 +50,12 @@ def reflectance(count: int = 64) -> Inputs:
     stack = np.stack([dn[b][month].reshape(-1)[:count] for b in order], axis=1)
     angles = np.tile(np.array([[30.0, 5.0, 90.0]], np.float32), (count, 1))
     return {"reflectance": (stack / 10000.0).astype(np.float32), "angles": angles}
+
+
+def lcz_patches() -> Inputs:
+    """The 90 real 32×32 patches of the demo (tests/fixtures/lcz_parity.npz), reflectance."""
+    with np.load(REPO_ROOT / "tests" / "fixtures" / "lcz_parity.npz") as data:
+        return {"patches": (data["dn"].astype(np.float32) / 10000.0)}
 
 
 def real_inputs(name: str, worldcereal_datasets: Path) -> list[Inputs]:
@@ -65,6 +69,8 @@ def real_inputs(name: str, worldcereal_datasets: Path) -> list[Inputs]:
         return [series, {k: v[:, :10] for k, v in series.items()}]  # a full year, a spring
     if name.startswith("biophys"):
         return [reflectance()]
+    if name.startswith("lcz"):
+        return [lcz_patches()]
     raise AssertionError(f"no real inputs for {name}: add them to this test")
 
 
@@ -74,7 +80,7 @@ class LocalModel:
     def __init__(self, model_dir: Path) -> None:
         import torch
 
-        from revisit_models.artefact import load_card
+        from revisit_common.cards import load_card
 
         self.card = load_card(model_dir)
         self.model_name = self.card.name

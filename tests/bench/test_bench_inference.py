@@ -1,5 +1,6 @@
-"""`make bench` part inference: every trained model through the real Triton server
-versus the same TorchScript in process (the baseline), side by side, on real inputs.
+"""`make bench` part inference: every model of the built repository (the trained ones
+and the pretrained LCZ model) through the real Triton server versus the same TorchScript
+in process (the baseline), side by side, on real inputs.
 
 For batch sizes 1, 16, 64 and 256: the in-process row calls the model one batch at a
 time (what a service without Triton does); the Triton row keeps `CLIENTS` requests of
@@ -17,10 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from revisit_cli.models import TRAINED
 from revisit_cli.stack import StackConfig
+from revisit_common.cards import load_card
 from revisit_inference.triton import TritonModel
-from revisit_models.artefact import load_card
 from tests.bench.timing import throughput
 from tests.model_inputs import Inputs, real_inputs
 
@@ -38,7 +38,7 @@ def _rows(inputs: Inputs, n: int) -> Inputs:
 
 @pytest.mark.parametrize(
     "model_dir",
-    sorted(p.parent for p in TRAINED.glob("*/1/card.json")),
+    sorted(p.parent for p in StackConfig().triton_model_repository.glob("*/1/card.json")),
     ids=lambda p: p.parent.name,
 )
 def test_bench_triton_vs_in_process(

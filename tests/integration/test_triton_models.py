@@ -11,9 +11,9 @@ import torch
 
 from revisit_cli.models import TRAINED
 from revisit_cli.stack import StackConfig
+from revisit_common.cards import ModelCard, load_card
 from revisit_common.errors import PoisonError
 from revisit_inference.triton import TritonModel
-from revisit_models.artefact import ModelCard, load_card
 from tests.model_inputs import parcel_inputs, real_inputs
 
 pytestmark = pytest.mark.integration

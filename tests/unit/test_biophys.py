@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 import torch
 
-from revisit_models.artefact import load_card
+from revisit_common.cards import load_card
 from revisit_models.biophys import (
     ANGLES,
     MODEL_BANDS,

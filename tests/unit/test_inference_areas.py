@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry
 from revisit_cli.stack import REPO_ROOT
 from revisit_common import events_pb2 as pb
 from revisit_common.payload import PayloadStore
-from revisit_inference.areas import BiophysModel, LandCoverModel, relative_azimuth
+from revisit_inference.areas import relative_azimuth
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
+from revisit_inference.served import ServedModel
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LczGrid
 from tests.model_inputs import LocalModel
@@ -37,9 +38,9 @@ def _region_pass(
     return out.event
 
 
-def _bio() -> BiophysModel:
+def _bio() -> ServedModel:
     model = LocalModel(MODEL)
-    return BiophysModel(model, model.card.input_statistics)
+    return ServedModel(model, model.card)
 
 
 def test_the_area_summary_is_the_model_on_every_valid_pixel(
@@ -123,7 +124,7 @@ def test_land_cover_fractions_from_the_year_of_passes(
     observed = [e for e in events if not e.no_valid_observation]
     assert len(observed) == 10 and observed[-1].region.series_length == 10
     model = LocalModel(LANDCOVER)
-    land = LandCoverModel(model, model.card.classes, model.card.input_statistics)
+    land = ServedModel(model, model.card)
     drift = DriftMetrics(CollectorRegistry())
     (out,) = handle_observation(observed[-1], store, NoLcz(), drift=drift, land=land)
     batch = out.event

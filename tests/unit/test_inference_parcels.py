@@ -3,7 +3,6 @@ eo-learn season, then the inference handler with the committed PSE-TAE (in proce
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 import numpy as np
@@ -16,7 +15,7 @@ from revisit_common import events_pb2 as pb
 from revisit_common.payload import PayloadStore
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
-from revisit_inference.parcels import CropModel
+from revisit_inference.served import ServedModel
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LczGrid
 from revisit_preprocess.pixelsets import PixelSetConfig
@@ -64,9 +63,9 @@ def season(
     return store, events
 
 
-def _crops() -> CropModel:
-    card = json.loads((MODEL / "card.json").read_text())
-    return CropModel(LocalModel(MODEL), card["classes"], card["input_statistics"])
+def _crops() -> ServedModel:
+    model = LocalModel(MODEL)
+    return ServedModel(model, model.card)
 
 
 def test_each_pass_repredicts_its_parcels_from_the_season_so_far(

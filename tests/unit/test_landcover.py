@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from revisit_common.cards import MODEL_FILE, ModelCard, TensorSpec, load_card
 from revisit_common.indicators import INDICATOR_CLASSES, area_fractions
-from revisit_models.artefact import MODEL_FILE, ModelCard, TensorSpec, load_card, save_model
+from revisit_models.artefact import save_model
 from revisit_models.landcover import (
     LEGEND,
     LEGEND_CODES,

@@ -11,7 +11,8 @@ from torch import nn
 
 from revisit_cli.models import BACKEND, TRAINED
 from revisit_cli.stack import StackConfig
-from revisit_models.artefact import ModelCard, TensorSpec, load_card, save_model
+from revisit_common.cards import ModelCard, TensorSpec, load_card
+from revisit_models.artefact import save_model
 from revisit_models.repository import config_pbtxt, install_model, trained_models
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from revisit_cli.stack import REPO_ROOT
-from revisit_models.artefact import load_card
+from revisit_common.cards import load_card
 from revisit_models.metrics import classification_report
 from revisit_models.pixelset_data import DatasetError, collate, load_dataset, write_meta
 from revisit_models.psetae import PseTae, PseTaeFusion

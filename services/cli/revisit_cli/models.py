@@ -24,14 +24,9 @@ def build_models(repository: Path, force: bool = False, instance_kind: str = "cp
     from revisit_models.lcz import export_pretrained  # torch is slow to import
     from revisit_models.repository import build_repository
 
-    built = build_repository(
-        repository,
-        TRAINED,
-        BACKEND,
-        lambda staging, again: export_pretrained(LCZ_WEIGHTS, staging, again).parent.parent,
-        instance_kind,
-        force,
-    )
+    pretrained = repository.parent / ".pretrained"  # the LCZ model, converted from Keras
+    export_pretrained(LCZ_WEIGHTS, pretrained, force)
+    built = build_repository(repository, [pretrained, TRAINED], BACKEND, instance_kind, force)
     return [path for b in built for path in b.written]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,24 +25,10 @@ from revisit_common.errors import PoisonError
 from revisit_common.indicators import area_fractions
 from revisit_common.payload import PayloadStore
 from revisit_common.series import read_series
-from revisit_inference.drift import Reference
-from revisit_inference.parcels import NamedModel
+from revisit_inference.drift import feature_reference
+from revisit_inference.served import Predicted, ServedModel
 
 VARIABLES = ("lai", "ccc", "fcover")
-
-
-@dataclass(frozen=True)
-class BiophysModel:
-    model: NamedModel
-    statistics: dict[str, Any]
-
-    def reference(self) -> Reference:
-        """The training reflectances' statistics per band (for drift monitoring)."""
-        bands = self.statistics["reflectance"]
-        names = [b for b in bands if b != "source"]
-        return Reference.of(
-            names, [bands[b]["mean"] for b in names], [bands[b]["std"] for b in names]
-        )
 
 
 def relative_azimuth(view: pb.ViewGeometry) -> float:
@@ -65,9 +50,9 @@ def region_pixels(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArra
 
 
 def predict_biophysics(
-    batch: pb.ObservationBatch, store: PayloadStore, bio: BiophysModel, out: pb.PredictionBatch
-) -> npt.NDArray[np.float32] | None:
-    """Fill `out` with the area's summary; the per-pixel values (None when impossible)."""
+    batch: pb.ObservationBatch, store: PayloadStore, bio: ServedModel, out: pb.PredictionBatch
+) -> Predicted | None:
+    """Fill `out` with the area's summary (None when there is nothing to estimate)."""
     if not batch.region.HasField("view") or batch.region.view.sun_zenith <= 0:
         out.notes.append("no sun/view angles for this pass: biophysical variables need them")
         out.no_valid_observation = True
@@ -85,7 +70,7 @@ def predict_biophysics(
         {"reflectance": pixels, "angles": angles}, "variables"
     )
     if values.shape != (len(pixels), len(VARIABLES)):
-        raise PoisonError(f"{bio.model.model_name} answered {values.shape} for {len(pixels)} px")
+        raise PoisonError(f"{bio.name} answered {values.shape} for {len(pixels)} px")
     out.value_names.extend(
         [f"{v}_mean" for v in VARIABLES] + [f"{v}_median" for v in VARIABLES] + ["valid_fraction"]
     )
@@ -97,7 +82,7 @@ def predict_biophysics(
             observations=len(pixels),
         )
     )
-    return values
+    return Predicted(values, pixels, feature_reference(bio.statistics["reflectance"]))
 
 
 #: The land-cover model was trained on windows of 300 to 400 days of passes.
@@ -105,19 +90,10 @@ WINDOW_DAYS = 365
 
 
 @dataclass(frozen=True)
-class LandCoverModel:
-    model: NamedModel
-    classes: list[str]
-    statistics: dict[str, Any]
-
-    def reference(self) -> Reference:
-        ndvi = self.statistics["ndvi"]
-        return Reference.of(["ndvi"], [ndvi["mean"]], [ndvi["std"]])
-
-
-@dataclass(frozen=True)
 class PixelSeries:
     inputs: dict[str, npt.NDArray[np.float32]]  # ndvi, valid, positions: (N, T)
+    latest: npt.NDArray[np.float32]  # (M, 1): NDVI of this pass's valid pixels
+    pixels: int  # of the AOI's grid
     passes: int
     span_days: int
     skipped: int  # passes on another grid (the AOI's window changed)
@@ -130,17 +106,17 @@ def ndvi_series(batch: pb.ObservationBatch, store: PayloadStore) -> PixelSeries:
     if "NDVI" not in region.index_names:
         raise PoisonError(f"region indices {list(region.index_names)} have no NDVI")
     k = list(region.index_names).index("NDVI")
-    shape = tuple(store.get_array(region.valid).shape)
+    shape = tuple(region.valid.shape)
     until = batch.header.acquired_at.ToDatetime().date()
     used, skipped = [], 0
     for p in read_series(store, region.series_key):
         acquired = date.fromisoformat(p["acquired_at"][:10])
         if not 0 <= (until - acquired).days < WINDOW_DAYS:
             continue
-        valid = store.get_array(p["arrays"]["valid"]).astype(bool)
-        if valid.shape != shape:
+        if tuple(p["arrays"]["valid"].shape) != shape:
             skipped += 1
             continue
+        valid = store.get_array(p["arrays"]["valid"]).astype(bool)
         ndvi = store.get_array(p["arrays"]["indices"])[k]
         used.append((acquired, valid & np.isfinite(ndvi), np.nan_to_num(ndvi)))
     if not used:
@@ -155,31 +131,31 @@ def ndvi_series(batch: pb.ObservationBatch, store: PayloadStore) -> PixelSeries:
         "valid": valid[seen].astype(np.float32),
         "positions": np.tile(days, (int(seen.sum()), 1)),
     }
-    return PixelSeries(inputs, len(used), int(days[-1]), skipped)
+    latest = ndvi[valid[:, -1], -1].reshape(-1, 1).astype(np.float32)
+    return PixelSeries(inputs, latest, valid.shape[0], len(used), int(days[-1]), skipped)
 
 
 def predict_land_cover(
-    batch: pb.ObservationBatch, store: PayloadStore, lc: LandCoverModel, out: pb.PredictionBatch
-) -> npt.NDArray[np.float32]:
-    """Fill `out` with the AOI's indicator fractions; the per-pixel probabilities."""
+    batch: pb.ObservationBatch, store: PayloadStore, lc: ServedModel, out: pb.PredictionBatch
+) -> Predicted:
+    """Fill `out` with the AOI's indicator fractions."""
     series = ndvi_series(batch, store)
     probabilities, out.model_version = lc.model.infer(series.inputs, "probabilities")
     if probabilities.shape != (len(series.inputs["ndvi"]), len(lc.classes)):
-        raise PoisonError(f"{lc.model.model_name} answered {probabilities.shape}")
+        raise PoisonError(f"{lc.name} answered {probabilities.shape}")
     fractions = area_fractions(probabilities, lc.classes)
     out.classes.extend(lc.classes)
     out.season = batch.region.season
     out.value_names.extend([*fractions, "pixels_share"])
     if series.skipped:
         out.notes.append(f"{series.skipped} passes on another grid of the AOI were left out")
-    valid = store.get_array(batch.region.valid)
     out.predictions.append(
         pb.Prediction(
             entity_id=batch.aoi.name,
             class_code=int(probabilities.mean(0).argmax()),
-            values=[*fractions.values(), len(probabilities) / valid.size],
+            values=[*fractions.values(), len(probabilities) / series.pixels],
             observations=series.passes,
             season_days=series.span_days,
         )
     )
-    return probabilities
+    return Predicted(probabilities, series.latest, feature_reference(lc.statistics))

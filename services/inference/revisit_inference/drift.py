@@ -47,6 +47,15 @@ class Reference:
         return cls(list(features), np.asarray(mean, np.float64), np.asarray(std, np.float64))
 
 
+def feature_reference(statistics: Mapping[str, Any]) -> Reference:
+    """The reference of a card's {feature: {"mean": m, "std": s}} statistics (entries
+    that are not features, such as a "source" note, are skipped)."""
+    names = [k for k, v in statistics.items() if isinstance(v, Mapping) and "mean" in v]
+    return Reference.of(
+        names, [statistics[k]["mean"] for k in names], [statistics[k]["std"] for k in names]
+    )
+
+
 def s2_reference(statistics: Mapping[str, Any], day_of_season: float | None) -> Reference:
     """The Sentinel-2 reference of a PSE-TAE card for a pass `day_of_season` days into
     the season: its period's statistics when the card has them, the season's otherwise."""
@@ -164,9 +173,13 @@ class DriftMetrics:
             return {}
         entropy, confidence = normalised_entropy(p), p.max(1)
         predicted = p.argmax(1)
-        for e, c in zip(entropy, confidence, strict=True):
-            self.entropy.labels(model, aoi).observe(float(e))
-            self.confidence.labels(model, aoi).observe(float(c))
+        entropy_of, confidence_of = (
+            self.entropy.labels(model, aoi),
+            self.confidence.labels(model, aoi),
+        )
+        for e, c in zip(entropy, confidence, strict=True):  # a pixel each, for land cover
+            entropy_of.observe(float(e))
+            confidence_of.observe(float(c))
         for k, n in zip(*np.unique(predicted, return_counts=True), strict=True):
             self.predicted.labels(model, classes[int(k)]).inc(int(n))
         out = {"entropy": float(entropy.mean()), "confidence": float(confidence.mean())}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -11,15 +12,10 @@ from revisit_common.errors import PoisonError
 from revisit_common.events import PREDICTIONS_TOPIC, derived_header
 from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
-from revisit_inference.areas import (
-    BiophysModel,
-    LandCoverModel,
-    predict_biophysics,
-    predict_land_cover,
-    region_pixels,
-)
-from revisit_inference.drift import DriftMetrics, s2_reference
-from revisit_inference.parcels import CropModel, day_of_season, predict_crops
+from revisit_inference.areas import predict_biophysics, predict_land_cover
+from revisit_inference.drift import DriftMetrics
+from revisit_inference.parcels import predict_crops
+from revisit_inference.served import Predicted, ServedModel
 from revisit_inference.triton import Classifier
 
 PRODUCER = "inference"
@@ -27,40 +23,35 @@ PRODUCER = "inference"
 #: stay in the topic (and their arrays in the payload store) for the models to come.
 NOT_SERVED_YET = ("parcel_s1",)
 log = logging.getLogger(__name__)
+Predict = Callable[
+    [pb.ObservationBatch, PayloadStore, ServedModel, pb.PredictionBatch], Predicted | None
+]
 
 
 def handle_observation(
     batch: pb.ObservationBatch,
     store: PayloadStore,
     lcz: Classifier,
-    crops: CropModel | None = None,
+    crops: ServedModel | None = None,
     drift: DriftMetrics | None = None,
-    bio: BiophysModel | None = None,
-    land: LandCoverModel | None = None,
+    bio: ServedModel | None = None,
+    land: ServedModel | None = None,
 ) -> list[Output]:
-    served = {"parcel_pixels": crops, "region_pixels": bio or land}
-    if batch.kind in NOT_SERVED_YET or (batch.kind in served and served[batch.kind] is None):
-        log.info("inference: no model serves %s observations yet, skipped", batch.kind)
-        return []
-    if batch.kind == "parcel_pixels" and crops is not None:
-        return [_crop_types(batch, store, crops, drift)]
-    if batch.kind == "region_pixels":
-        outputs = [_biophysics(batch, store, bio, drift)] if bio is not None else []
-        if land is not None:
-            outputs.append(_land_cover(batch, store, land, drift))
-        return outputs
+    indicators: dict[str, list[tuple[str, ServedModel | None, Predict]]] = {
+        "parcel_pixels": [("crop_type", crops, predict_crops)],
+        "region_pixels": [
+            ("biophysics", bio, predict_biophysics),
+            ("land_cover", land, predict_land_cover),
+        ],
+    }
+    if batch.kind in indicators or batch.kind in NOT_SERVED_YET:
+        served = [(i, m, p) for i, m, p in indicators.get(batch.kind, []) if m is not None]
+        if not served:
+            log.info("inference: no model serves %s observations yet, skipped", batch.kind)
+        return [_indicator(batch, store, i, m, p, drift) for i, m, p in served]
     if batch.kind != "lcz_patches":
         raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
-    out = pb.PredictionBatch(
-        header=derived_header(PRODUCER, batch.header),
-        tile_id=batch.tile_id,
-        aoi=batch.aoi,
-        indicator="lcz",
-        model_name=lcz.model_name,
-        epsg=batch.epsg,
-        no_valid_observation=batch.no_valid_observation,
-        notes=batch.notes,
-    )
+    out = _prediction_batch(batch, "lcz", lcz.model_name)
     if batch.lcz_patches:
         patches = store.get_array(batch.patches)
         if len(patches) != len(batch.lcz_patches):
@@ -83,38 +74,26 @@ def handle_observation(
     return [Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)]
 
 
-def _biophysics(
+def _indicator(
     batch: pb.ObservationBatch,
     store: PayloadStore,
-    bio: BiophysModel,
+    indicator: str,
+    served: ServedModel,
+    predict: Predict,
     drift: DriftMetrics | None,
 ) -> Output:
-    out = _prediction_batch(batch, "biophysics", bio.model.model_name)
+    """One indicator's batch for this observation; its drift recorded."""
+    out = _prediction_batch(batch, indicator, served.name)
     if not batch.no_valid_observation:
-        values = predict_biophysics(batch, store, bio, out)
-        if drift is not None and values is not None:
-            pixels = region_pixels(batch, store)
-            drift.observe_inputs(bio.model.model_name, batch.aoi.name, pixels, bio.reference())
-    return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)
-
-
-def _land_cover(
-    batch: pb.ObservationBatch,
-    store: PayloadStore,
-    land: LandCoverModel,
-    drift: DriftMetrics | None,
-) -> Output:
-    out = _prediction_batch(batch, "land_cover", land.model.model_name)
-    if not batch.no_valid_observation:
-        probabilities = predict_land_cover(batch, store, land, out)
-        if drift is not None:
-            k = list(batch.region.index_names).index("NDVI")
-            ndvi = store.get_array(batch.region.indices)[k]
-            values = ndvi[store.get_array(batch.region.valid).astype(bool)].reshape(-1, 1)
-            drift.observe_inputs(land.model.model_name, batch.aoi.name, values, land.reference())
-            drift.observe_predictions(
-                land.model.model_name, batch.aoi.name, probabilities, land.classes
-            )
+        predicted = predict(batch, store, served, out)
+        if drift is not None and predicted is not None:
+            aoi = batch.aoi.name
+            drift.observe_inputs(served.name, aoi, predicted.inputs, predicted.reference)
+            if served.classes:
+                prior = served.statistics.get("class_prior")
+                drift.observe_predictions(
+                    served.name, aoi, predicted.outputs, served.classes, prior
+                )
     return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)
 
 
@@ -131,28 +110,3 @@ def _prediction_batch(
         no_valid_observation=batch.no_valid_observation,
         notes=batch.notes,
     )
-
-
-def _crop_types(
-    batch: pb.ObservationBatch,
-    store: PayloadStore,
-    crops: CropModel,
-    drift: DriftMetrics | None,
-) -> Output:
-    out = _prediction_batch(batch, "crop_type", crops.model.model_name)
-    if not batch.no_valid_observation:
-        probabilities = predict_crops(batch, store, crops, out)
-        if drift is not None:
-            values = store.get_array(batch.parcels.values).astype(np.float32)
-            pixels = values.transpose(0, 2, 1).reshape(-1, values.shape[1])
-            scale = batch.parcels.value_scale or 10000.0
-            reference = s2_reference(crops.statistics, day_of_season(batch))
-            drift.observe_inputs(crops.model.model_name, batch.aoi.name, pixels / scale, reference)
-            drift.observe_predictions(
-                crops.model.model_name,
-                batch.aoi.name,
-                probabilities,
-                crops.classes,
-                crops.statistics.get("class_prior"),
-            )
-    return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)

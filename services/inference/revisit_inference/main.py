@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, TypeVar
 
 from revisit_common import events_pb2 as pb
+from revisit_common.cards import load_card
 from revisit_common.events import OBSERVATIONS_TOPIC
 from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
-from revisit_inference.areas import BiophysModel, LandCoverModel
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
-from revisit_inference.parcels import CropModel
+from revisit_inference.served import ServedModel
 from revisit_inference.triton import TritonClassifier, TritonModel
-
-C = TypeVar("C", CropModel, LandCoverModel)
 
 
 class InferenceSettings(ServiceSettings):
@@ -50,51 +46,30 @@ class InferenceSettings(ServiceSettings):
     model_repository: Path = Path(__file__).resolve().parents[3] / "infra" / "triton" / "models"
 
 
-def load_card(repository: Path, name: str, version: str) -> dict[str, Any]:
-    """The card of `name` at `version` (empty: the highest version directory)."""
-    home = repository / name
-    if not version:
-        versions = sorted(int(p.name) for p in home.glob("[0-9]*") if p.is_dir())
-        if not versions:
-            raise SystemExit(f"no version of {name} in {repository}: run `revisit models build`")
-        version = str(versions[-1])
-    path = home / version / "card.json"
-    if not path.exists():
-        raise SystemExit(f"{path} not found: run `revisit models build`")
-    card: dict[str, Any] = json.loads(path.read_text())
-    return card
-
-
-def served_model(
-    settings: InferenceSettings, name: str, version: str
-) -> tuple[TritonModel, dict[str, Any]] | None:
-    """The Triton client of a configured model and its card (None: not configured)."""
+def served_model(settings: InferenceSettings, name: str, version: str) -> ServedModel | None:
+    """The Triton client of a configured model and its card from the model repository
+    (empty version: the highest version directory; empty name: not configured)."""
     if not name:
         return None
-    card = load_card(settings.model_repository, name, version)
+    home = settings.model_repository / name
+    card_version = version
+    if not version:  # Triton serves the latest: read that version's card
+        versions = sorted(int(p.name) for p in home.glob("[0-9]*") if p.is_dir())
+        if not versions:
+            raise SystemExit(f"no version of {name} in {home.parent}: run `revisit models build`")
+        card_version = str(versions[-1])
+    try:
+        card = load_card(home / card_version)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc}: run `revisit models build`") from exc
     model = TritonModel(
         settings.triton_grpc_url,
         name,
         version,
-        max_batch=int(card.get("max_batch_size", 256)),
+        max_batch=card.max_batch_size,
         timeout_s=settings.triton_timeout_s,
     )
-    return model, card
-
-
-def classifier(settings: InferenceSettings, name: str, version: str, kind: type[C]) -> C | None:
-    """A configured classifier (crop type, land cover) with its card's classes and
-    training statistics (None: not configured)."""
-    served = served_model(settings, name, version)
-    if served is None:
-        return None
-    model, card = served
-    return kind(model, list(card["classes"]), dict(card["input_statistics"]))
-
-
-def biophys_model(settings: InferenceSettings) -> BiophysModel | None:
-    served = served_model(settings, settings.biophys_model, settings.biophys_model_version)
-    return None if served is None else BiophysModel(served[0], served[1]["input_statistics"])
+    return ServedModel(model, card)
 
 
 def main() -> None:
@@ -111,11 +86,9 @@ def main() -> None:
         settings.lcz_model_version,
         timeout_s=settings.triton_timeout_s,
     )
-    crops = classifier(settings, settings.crop_model, settings.crop_model_version, CropModel)
-    land = classifier(
-        settings, settings.landcover_model, settings.landcover_model_version, LandCoverModel
-    )
-    bio = biophys_model(settings)
+    crops = served_model(settings, settings.crop_model, settings.crop_model_version)
+    bio = served_model(settings, settings.biophys_model, settings.biophys_model_version)
+    land = served_model(settings, settings.landcover_model, settings.landcover_model_version)
     drift = DriftMetrics()
     app.consume(
         Stage(

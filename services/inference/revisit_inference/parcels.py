@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,25 +21,8 @@ from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.payload import PayloadStore
 from revisit_common.series import read_series
-
-
-class NamedModel(Protocol):
-    """A model called with named inputs (Triton, or TorchScript in tests)."""
-
-    model_name: str
-
-    def infer(
-        self, inputs: dict[str, npt.NDArray[np.float32]], output: str
-    ) -> tuple[npt.NDArray[np.float32], str]: ...
-
-
-@dataclass(frozen=True)
-class CropModel:
-    """A PSE-TAE model and what its card says about it."""
-
-    model: NamedModel
-    classes: list[str]
-    statistics: dict[str, Any]
+from revisit_inference.drift import s2_reference
+from revisit_inference.served import Predicted, ServedModel
 
 
 @dataclass(frozen=True)
@@ -124,14 +106,14 @@ def season_inputs(
 
 
 def predict_crops(
-    batch: pb.ObservationBatch, store: PayloadStore, crops: CropModel, out: pb.PredictionBatch
-) -> npt.NDArray[np.float32]:
-    """Fill `out` with the crop type of the parcels this pass observed; the probabilities."""
+    batch: pb.ObservationBatch, store: PayloadStore, crops: ServedModel, out: pb.PredictionBatch
+) -> Predicted:
+    """Fill `out` with the crop type of the parcels this pass observed."""
     season = season_inputs(store, batch.parcels, _acquired(batch))
     probabilities, out.model_version = crops.model.infer(season.inputs, "probabilities")
     if probabilities.shape != (len(season.parcel_ids), len(crops.classes)):
         raise PoisonError(
-            f"{crops.model.model_name} answered {probabilities.shape} for "
+            f"{crops.name} answered {probabilities.shape} for "
             f"{len(season.parcel_ids)} parcels and {len(crops.classes)} classes"
         )
     out.classes.extend(crops.classes)
@@ -150,4 +132,11 @@ def predict_crops(
                 season_days=int(days),
             )
         )
-    return probabilities
+    # this pass is the last of each parcel's season so far: its pixels, (P·S, C)
+    pixels = season.inputs["pixels"]
+    latest = pixels[np.arange(len(pixels)), season.observations - 1]
+    return Predicted(
+        probabilities,
+        latest.transpose(0, 2, 1).reshape(-1, latest.shape[1]),
+        s2_reference(crops.statistics, day_of_season(batch)),
+    )

@@ -10,73 +10,23 @@ A trained model is a directory `<root>/<name>/<version>/` holding:
   (which the inference service compares live inputs with, to see domain shift);
 - ``card.md``: the same card for people.
 
-Trained models of the project live in ``data/models/`` (small, committed, with their
-cards); `revisit models build` turns them into the Triton model repository.
+The card itself (`ModelCard`, `load_card`) is `revisit_common.cards`: the inference
+service reads cards without torch. Trained models of the project live in
+``data/models/`` (small, committed, with their cards); `revisit models build` turns
+them into the Triton model repository.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-CARD_FILE = "card.json"
-MODEL_FILE = "model.pt"
-TRITON_TYPES = {"FP32", "INT32", "INT64", "BOOL"}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of the model, per sample (the batch axis is implied).
-
-    A dimension of -1 varies between requests (the dates of a season): Triton's Python
-    backend of the project pads such axes with zeros, so the matching mask must treat
-    zeros as "not observed".
-    """
-
-    name: str
-    dims: list[int]
-    doc: str
-    dtype: str = "FP32"
-
-    def __post_init__(self) -> None:
-        if self.dtype not in TRITON_TYPES:
-            raise ValueError(f"{self.name}: dtype {self.dtype} not in {sorted(TRITON_TYPES)}")
-
-
-@dataclass
-class ModelCard:
-    name: str
-    version: str
-    task: str  # "classification" or "regression"
-    summary: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    classes: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-    split: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    input_statistics: dict[str, Any] = field(default_factory=dict)
-    reproduce: str = ""
-    notes: list[str] = field(default_factory=list)
-    max_batch_size: int = 256
-    created: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelCard:
-        raw = json.loads(text)
-        raw["inputs"] = [TensorSpec(**t) for t in raw["inputs"]]
-        raw["outputs"] = [TensorSpec(**t) for t in raw["outputs"]]
-        return cls(**raw)
+from revisit_common.cards import CARD_FILE, MODEL_FILE, ModelCard, TensorSpec
 
 
 def training_environment(threads: int) -> dict[str, Any]:
@@ -99,13 +49,6 @@ def save_model(out_dir: Path, module: torch.nn.Module, card: ModelCard) -> Path:
     (out_dir / CARD_FILE).write_text(card.to_json())
     (out_dir / "card.md").write_text(render_card(card))
     return out_dir
-
-
-def load_card(model_dir: Path) -> ModelCard:
-    path = model_dir / CARD_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {model_dir} a trained model directory?")
-    return ModelCard.from_json(path.read_text())
 
 
 def _tensor_line(t: TensorSpec) -> str:

@@ -87,12 +87,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from revisit_models.artefact import (
-    ModelCard,
-    TensorSpec,
-    save_model,
-    training_environment,
-)
+from revisit_common.cards import ModelCard, TensorSpec
+from revisit_models.artefact import save_model, training_environment
 from revisit_models.metrics import regression_report
 from revisit_models.training import fit, minibatches, predict, seed_everything
 from revisit_models.worldcereal import read_cropland, read_cube

@@ -37,7 +37,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from revisit_models.artefact import ModelCard, TensorSpec, save_model, training_environment
+from revisit_common.cards import ModelCard, TensorSpec
+from revisit_models.artefact import save_model, training_environment
 from revisit_models.metrics import classification_report, summary
 from revisit_models.temporal import TemporalAttentionEncoder, masked_mean
 from revisit_models.training import Batch, fit, minibatches, predict, seed_everything

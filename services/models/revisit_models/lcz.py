@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from revisit_models.artefact import ModelCard, TensorSpec
+from revisit_common.cards import ModelCard, TensorSpec
 
 #: Sentinel-2 bands in the order the So2Sat LCZ42 models expect.
 LCZ_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")

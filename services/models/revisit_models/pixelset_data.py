@@ -195,14 +195,10 @@ def load_dataset(
             out.s1_positions.append(s1_positions)
     if geom is not None:
         out.geomfeat = np.asarray(geometry, np.float32)
+    if norm is None and (meta / "normalisation.json").exists():
+        norm = meta / "normalisation.json"
     if norm is not None:
         mean, std = _normalisation(norm)
-        out.sources[0]["normalisation"] = {
-            "mean": (mean / scale).tolist(),
-            "std": (std / scale).tolist(),
-        }
-    elif (meta / "normalisation.json").exists():
-        mean, std = _normalisation(meta / "normalisation.json")
         out.sources[0]["normalisation"] = {
             "mean": (mean / scale).tolist(),
             "std": (std / scale).tolist(),

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import filecmp
 import shutil
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from revisit_models.artefact import CARD_FILE, MODEL_FILE, ModelCard, TensorSpec, load_card
+from revisit_common.cards import CARD_FILE, MODEL_FILE, ModelCard, TensorSpec, load_card
 
 BACKEND_FILE = "model.py"
 INSTANCE_KINDS = ("cpu", "gpu")
@@ -127,16 +127,14 @@ def install_model(
 
 def build_repository(
     repository: Path,
-    trained: Path,
+    roots: Sequence[Path],
     backend: Path,
-    pretrained: Callable[[Path, bool], Path],
     instance_kind: str = "cpu",
     force: bool = False,
 ) -> list[Built]:
-    """Install every trained model; `pretrained(staging, force)` converts the pretrained
-    ones (LCZ) into trained-model directories under `staging` first."""
-    staging = pretrained(repository.parent / ".pretrained", force)
-    built = []
-    for model_dir in [*trained_models(staging), *trained_models(trained)]:
-        built.append(install_model(model_dir, repository, backend, instance_kind, force))
-    return built
+    """Install every trained model found under `roots` (`<root>/<name>/<version>/`)."""
+    return [
+        install_model(model_dir, repository, backend, instance_kind, force)
+        for root in roots
+        for model_dir in trained_models(root)
+    ]

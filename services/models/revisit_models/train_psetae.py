@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from revisit_models.artefact import ModelCard, TensorSpec, save_model, training_environment
+from revisit_common.cards import ModelCard, TensorSpec
+from revisit_models.artefact import save_model, training_environment
 from revisit_models.metrics import classification_report, summary
 from revisit_models.pixelset_data import (
     Batch,
