@@ -17,7 +17,7 @@ install: ## install what is missing (Debian packages, cached venv, model files)
 	@REVISIT_VENV=$(VENV) bash infra/install.sh
 	@$(REVISIT) models build
 
-demo: install ## start the embedded stack and services, feed the sample passes, show the LCZ cells
+demo: install ## start the embedded stack and services, feed the sample passes, show the indicators
 	$(REVISIT) demo
 
 down: ## stop the stack and the services; leaves no process behind

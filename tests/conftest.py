@@ -55,8 +55,9 @@ def demo_catalog(shared_tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_scenes(demo_catalog: Path) -> list[pb.SceneDiscovered]:
-    """The catalog's scene events for the demo AOI, nothing published before."""
+def demo_aoi_scenes(demo_catalog: Path) -> dict[str, list[pb.SceneDiscovered]]:
+    """The catalog's scene events for each demo AOI (city, parcels, region), nothing
+    published before."""
     found = discover(
         StaticSource(str(demo_catalog)).items(),
         load_subscriptions(AOI_FILE),
@@ -64,7 +65,24 @@ def demo_scenes(demo_catalog: Path) -> list[pb.SceneDiscovered]:
         datetime.now(UTC),
     )
     assert not found.rejected
-    return found.scenes
+    by_aoi: dict[str, list[pb.SceneDiscovered]] = {}
+    for scene in found.scenes:
+        by_aoi.setdefault(scene.aoi.name, []).append(scene)
+    return by_aoi
+
+
+@pytest.fixture(scope="session")
+def demo_scenes(demo_aoi_scenes: dict[str, list[pb.SceneDiscovered]]) -> list[pb.SceneDiscovered]:
+    """The scene events of the demo's city AOI (`hesbaye-demo`)."""
+    return demo_aoi_scenes["hesbaye-demo"]
+
+
+@pytest.fixture(scope="session")
+def region_scenes(
+    demo_aoi_scenes: dict[str, list[pb.SceneDiscovered]],
+) -> list[pb.SceneDiscovered]:
+    """The scene events of the demo's region AOI (`hesbaye-region`, season from 1 Nov)."""
+    return demo_aoi_scenes["hesbaye-region"]
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +147,8 @@ def engine(stack: StackConfig) -> Iterator[Engine]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE lcz_cell, scene_processing, catalog_cursor, parcel, scene, aoi "
-                "RESTART IDENTITY"
+                "TRUNCATE lcz_cell, parcel_prediction, landcover_indicator, scene_processing, "
+                "catalog_cursor, parcel, scene, aoi RESTART IDENTITY"
             )
         )
     yield engine

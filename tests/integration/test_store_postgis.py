@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import shapely
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from revisit_catalog.handler import Subscription
@@ -12,6 +13,7 @@ from revisit_catalog.registry import mark_published, record_scenes, save_subscri
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.db.migrate import downgrade, upgrade
+from revisit_common.db.parcels import ParcelRecord, load_parcels
 from revisit_common.errors import PoisonError, TransientError
 from revisit_common.events import root_header
 from revisit_store.handler import rows_for
@@ -78,9 +80,14 @@ def test_migrations_go_down_and_up(stack: StackConfig) -> None:
     engine = create_engine(stack.database_url)
     assert "lcz_cell" not in inspect(engine).get_table_names()
     upgrade(stack.database_url)
-    assert {"aoi", "scene", "scene_processing", "lcz_cell"} <= set(
-        inspect(engine).get_table_names()
-    )
+    assert {
+        "aoi",
+        "scene",
+        "scene_processing",
+        "lcz_cell",
+        "parcel_prediction",
+        "landcover_indicator",
+    } <= set(inspect(engine).get_table_names())
     engine.dispose()
 
 
@@ -126,4 +133,140 @@ def test_out_of_range_class_is_rejected_before_the_database() -> None:
     batch = predictions(scene_event(), [9])
     batch.predictions[0].class_code = 18
     with pytest.raises(PoisonError, match=r"out of 1\.\.17"):
+        rows_for(batch)
+
+
+PARCELS_AOI = pb.Aoi(name="hesbaye-parcels", kind="parcels", geometry_wkt=AOI.geometry_wkt)
+REGION_AOI = pb.Aoi(name="hesbaye-region", kind="region", geometry_wkt=AOI.geometry_wkt)
+CROPS = ["maize", "sorghum", "other"]
+
+
+def _published(engine: Engine, aoi: pb.Aoi) -> pb.SceneDiscovered:
+    scene = scene_event()
+    scene.aoi.CopyFrom(aoi)
+    save_subscriptions(engine, [Subscription(aoi)])
+    record_scenes(engine, [scene])
+    mark_published(engine, [scene])
+    return scene
+
+
+def crop_batch(scene: pb.SceneDiscovered, parcel_ids: list[int]) -> pb.PredictionBatch:
+    batch = pb.PredictionBatch(
+        header=scene.header,
+        tile_id="31UFS",
+        aoi=scene.aoi,
+        indicator="crop_type",
+        model_name="psetae_s2",
+        model_version="1",
+        classes=CROPS,
+        season="2020-11-01",
+    )
+    for i, pid in enumerate(parcel_ids):
+        probabilities = [0.1, 0.1, 0.1]
+        probabilities[i % 3] = 0.8
+        batch.predictions.append(
+            pb.Prediction(
+                entity_id=str(pid),
+                class_code=i % 3,
+                confidence=0.8,
+                probabilities=probabilities,
+                observations=7,
+                season_days=212,
+            )
+        )
+    return batch
+
+
+def test_crop_predictions_are_stored_once_and_read_back_latest(engine: Engine) -> None:
+    scene = _published(engine, PARCELS_AOI)
+    square = "POLYGON ((5.32 50.63, 5.321 50.63, 5.321 50.631, 5.32 50.631, 5.32 50.63))"
+    load_parcels(
+        engine,
+        PARCELS_AOI.name,
+        [ParcelRecord(f"lpis-{i}", shapely.from_wkt(square), "maize") for i in range(3)],
+    )
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
+    batch = crop_batch(scene, ids)
+    write(engine, rows_for(batch))
+    before = {t: table_checksum(engine, t) for t in ("parcel_prediction", "scene_processing")}
+    write(engine, rows_for(batch))
+    assert {t: table_checksum(engine, t) for t in before} == before
+    with engine.connect() as conn:
+        latest = conn.execute(
+            text(
+                "SELECT external_id, declared_crop, class_name, observations, season_days, "
+                "season FROM parcel_latest ORDER BY external_id"
+            )
+        ).all()
+        status = conn.execute(text("SELECT indicator, status, results FROM scene_processing")).one()
+    assert [tuple(r[:5]) for r in latest] == [
+        ("lpis-0", "maize", "maize", 7, 212),
+        ("lpis-1", "maize", "sorghum", 7, 212),
+        ("lpis-2", "maize", "other", 7, 212),
+    ]
+    assert {r[5].isoformat() for r in latest} == {"2020-11-01"}
+    assert tuple(status) == ("crop_type", "stored", 3)
+
+
+def test_predictions_of_unknown_parcels_are_poison_and_write_nothing(engine: Engine) -> None:
+    scene = _published(engine, PARCELS_AOI)
+    with pytest.raises(PoisonError, match="name no entity"):
+        write(engine, rows_for(crop_batch(scene, [424242])))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM parcel_prediction")).scalar() == 0
+        assert conn.execute(text("SELECT status FROM scene_processing")).scalar() == "discovered"
+
+
+def test_land_cover_and_biophysics_fill_one_row_per_pass(engine: Engine) -> None:
+    scene = _published(engine, REGION_AOI)
+    land = pb.PredictionBatch(
+        header=scene.header,
+        aoi=REGION_AOI,
+        indicator="land_cover",
+        model_name="landcover_tae",
+        model_version="1",
+        value_names=["tree", "built_up", "cropland", "pixels_share"],
+    )
+    land.predictions.append(pb.Prediction(entity_id=REGION_AOI.name, values=[0.2, 0.1, 0.6, 1]))
+    bio = pb.PredictionBatch(
+        header=scene.header,
+        aoi=REGION_AOI,
+        indicator="biophysics",
+        model_name="biophys_prosail",
+        model_version="1",
+        value_names=[f"{v}_{s}" for s in ("mean", "median") for v in ("lai", "ccc", "fcover")]
+        + ["valid_fraction"],
+    )
+    bio.predictions.append(
+        pb.Prediction(entity_id=REGION_AOI.name, values=[2.0, 1.0, 0.5, 2.1, 0.9, 0.4, 0.95])
+    )
+    for batch in (bio, land, bio):  # either order, replays included
+        write(engine, rows_for(batch))
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT area_key, tree_fraction, cropland_fraction, water_fraction, "
+                "classified_share, lai_mean, fcover_median, valid_pixel_share, "
+                "landcover_model, biophys_model FROM landcover_indicator"
+            )
+        ).one()
+        statuses = dict(conn.execute(text("SELECT indicator, status FROM scene_processing")).all())
+    assert tuple(row) == pytest.approx(
+        ("hesbaye-region", 0.2, 0.6, None, 1.0, 2.0, 0.4, 0.95, "landcover_tae", "biophys_prosail")
+    )
+    assert statuses == {"land_cover": "stored", "biophysics": "stored"}
+
+
+def test_area_values_of_unknown_names_are_poison() -> None:
+    batch = pb.PredictionBatch(
+        header=scene_event().header,
+        aoi=REGION_AOI,
+        indicator="land_cover",
+        model_name="landcover_tae",
+        model_version="1",
+        value_names=["grassland"],
+    )
+    batch.predictions.append(pb.Prediction(entity_id="x", values=[0.3]))
+    with pytest.raises(PoisonError, match="unknown values"):
         rows_for(batch)

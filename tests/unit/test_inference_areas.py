@@ -25,14 +25,17 @@ MODEL = REPO_ROOT / "data" / "models" / "biophys_prosail" / "1"
 
 
 def _region_pass(
-    demo_scenes: list[pb.SceneDiscovered], month: str, store: PayloadStore, view: bool = True
+    region_scenes: list[pb.SceneDiscovered], month: str, store: PayloadStore, view: bool = True
 ) -> pb.ObservationBatch:
     scene = pb.SceneDiscovered()
-    scene.CopyFrom(next(s for s in demo_scenes if s.header.scene_id.endswith(f"{month}01_MONTHLY")))
-    scene.aoi.kind = "region"
-    if view:
+    scene.CopyFrom(
+        next(s for s in region_scenes if s.header.scene_id.endswith(f"{month}01_MONTHLY"))
+    )
+    if view:  # instead of the nominal angles of the demo items
         scene.view.sun_zenith, scene.view.view_zenith = 32.4, 5.0
         scene.view.sun_azimuth, scene.view.view_azimuth = 160.0, 250.0
+    else:
+        scene.ClearField("view")
     (out,) = handle_scene(scene, store, LczGrid())
     assert isinstance(out.event, pb.ObservationBatch) and out.event.kind == "region_pixels"
     return out.event
@@ -44,10 +47,10 @@ def _bio() -> ServedModel:
 
 
 def test_the_area_summary_is_the_model_on_every_valid_pixel(
-    demo_scenes: list[pb.SceneDiscovered], tmp_path: Path
+    region_scenes: list[pb.SceneDiscovered], tmp_path: Path
 ) -> None:
     store = PayloadStore(tmp_path)
-    batch = _region_pass(demo_scenes, "202106", store)
+    batch = _region_pass(region_scenes, "202106", store)
     bio, drift = _bio(), DriftMetrics(CollectorRegistry())
     (out,) = handle_observation(batch, store, NoLcz(), drift=drift, bio=bio)
     result = out.event
@@ -71,12 +74,14 @@ def test_the_area_summary_is_the_model_on_every_valid_pixel(
     assert shift > 0
 
 
-def test_june_is_greener_than_march(demo_scenes: list[pb.SceneDiscovered], tmp_path: Path) -> None:
+def test_june_is_greener_than_march(
+    region_scenes: list[pb.SceneDiscovered], tmp_path: Path
+) -> None:
     store, bio = PayloadStore(tmp_path), _bio()
     lai = {}
     for month in ("202103", "202106"):
         (out,) = handle_observation(
-            _region_pass(demo_scenes, month, store), store, NoLcz(), bio=bio
+            _region_pass(region_scenes, month, store), store, NoLcz(), bio=bio
         )
         assert isinstance(out.event, pb.PredictionBatch)
         lai[month] = dict(zip(out.event.value_names, out.event.predictions[0].values, strict=True))[
@@ -86,10 +91,10 @@ def test_june_is_greener_than_march(demo_scenes: list[pb.SceneDiscovered], tmp_p
 
 
 def test_without_angles_there_is_no_estimate(
-    demo_scenes: list[pb.SceneDiscovered], tmp_path: Path
+    region_scenes: list[pb.SceneDiscovered], tmp_path: Path
 ) -> None:
     store, bio = PayloadStore(tmp_path), _bio()
-    batch = _region_pass(demo_scenes, "202106", store, view=False)
+    batch = _region_pass(region_scenes, "202106", store, view=False)
     (out,) = handle_observation(batch, store, NoLcz(), bio=bio)
     assert isinstance(out.event, pb.PredictionBatch)
     assert out.event.no_valid_observation and not out.event.predictions
@@ -108,17 +113,15 @@ LANDCOVER = REPO_ROOT / "data" / "models" / "landcover_tae" / "1"
 
 
 def test_land_cover_fractions_from_the_year_of_passes(
-    demo_scenes: list[pb.SceneDiscovered], tmp_path: Path
+    region_scenes: list[pb.SceneDiscovered], tmp_path: Path
 ) -> None:
     """The 12 real WorldCereal months as region passes (2 without data), then the land
     cover of the AOI at the last one, from each pixel's NDVI over the year."""
     store = PayloadStore(tmp_path)
     events = []
-    for original in sorted(demo_scenes, key=lambda s: s.header.acquired_at.ToDatetime()):
-        scene = pb.SceneDiscovered()
-        scene.CopyFrom(original)
-        scene.aoi.kind, scene.aoi.season_start = "region", "11-01"
-        (out,) = handle_scene(scene, store, LczGrid())
+    for original in sorted(region_scenes, key=lambda s: s.header.acquired_at.ToDatetime()):
+        assert original.aoi.kind == "region" and original.aoi.season_start == "11-01"
+        (out,) = handle_scene(original, store, LczGrid())
         assert isinstance(out.event, pb.ObservationBatch)
         events.append(out.event)
     observed = [e for e in events if not e.no_valid_observation]

@@ -21,8 +21,13 @@ from revisit_common import events_pb2 as pb
 from revisit_common.db.models import AOI_KINDS, Aoi, CatalogCursor, Scene, SceneProcessing
 from revisit_common.events import to_datetime
 
-#: The indicator each kind of AOI gets (more kinds and indicators come with later issues).
-INDICATOR_OF_KIND = {"city": "lcz"}
+#: The indicators each kind of AOI gets: one `scene_processing` record each, completed by
+#: the store when that indicator's predictions are committed.
+INDICATORS_OF_KIND = {
+    "city": ("lcz",),
+    "parcels": ("crop_type",),
+    "region": ("land_cover", "biophysics"),
+}
 
 
 class SubscriptionError(ValueError):
@@ -257,17 +262,18 @@ def mark_published(engine: Engine, events: Iterable[pb.SceneDiscovered]) -> None
     with engine.begin() as conn:
         for event in events:
             aoi_id = select(Aoi.id).where(Aoi.name == event.aoi.name).scalar_subquery()
-            conn.execute(
-                insert(SceneProcessing)
-                .values(
-                    scene_id=event.header.scene_id,
-                    aoi_id=aoi_id,
-                    indicator=INDICATOR_OF_KIND.get(event.aoi.kind, event.aoi.kind),
-                    status="discovered",
-                    discovered_at=to_datetime(event.header.discovered_at),
+            for indicator in INDICATORS_OF_KIND.get(event.aoi.kind, (event.aoi.kind,)):
+                conn.execute(
+                    insert(SceneProcessing)
+                    .values(
+                        scene_id=event.header.scene_id,
+                        aoi_id=aoi_id,
+                        indicator=indicator,
+                        status="discovered",
+                        discovered_at=to_datetime(event.header.discovered_at),
+                    )
+                    .on_conflict_do_nothing()
                 )
-                .on_conflict_do_nothing()
-            )
 
 
 @dataclass(frozen=True)

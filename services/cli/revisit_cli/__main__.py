@@ -36,10 +36,11 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from revisit_catalog.registry import INDICATORS_OF_KIND, load_subscriptions
     from revisit_cli.demo import (
         bring_up,
+        indicator_tables,
         latency_summary,
-        lcz_table,
         wait_for_scenes,
         where_to_look,
     )
@@ -50,13 +51,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config, services = StackConfig(), ServicesConfig()
     bring_up(config, services, say)
     scenes = len(read_cube().dates)
-    waited = wait_for_scenes(config.database_url, scenes, args.timeout, say)
+    per_pass = sum(
+        len(INDICATORS_OF_KIND[s.aoi.kind]) for s in load_subscriptions(services.catalog_aoi_file)
+    )
+    waited = wait_for_scenes(config.database_url, scenes * per_pass, args.timeout, say)
     say(
-        f"\nAll {scenes} passes processed {waited:.1f} s after the services were up; "
+        f"\nAll {scenes} passes processed ({per_pass} indicators each) {waited:.1f} s after "
+        "the services were up; "
         f"{time.monotonic() - t0:.1f} s since `revisit demo` started.\n"
     )
     say(latency_summary(config.database_url))
-    say(lcz_table(config.database_url))
+    say(indicator_tables(config.database_url))
     say("")
     say(where_to_look(config, services))
     return 0

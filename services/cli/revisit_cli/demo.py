@@ -8,25 +8,43 @@ from collections.abc import Callable
 
 from sqlalchemy import create_engine, text
 
-from revisit_cli.demo_data import build_catalog
+from revisit_cli.demo_data import build_catalog, demo_parcels
 from revisit_cli.models import build_models
 from revisit_cli.services import ServicesConfig, endpoints, start_services
 from revisit_cli.stack import StackConfig, up
 from revisit_common.db.migrate import upgrade
+from revisit_common.db.parcels import load_parcels
 
 LCZ_CODES = [str(i) for i in range(1, 11)] + list("ABCDEFG")
 
 PROGRESS_SQL = text(
     "SELECT count(*) FILTER (WHERE status <> 'discovered'), count(*) FROM scene_processing"
 )
-TABLE_SQL = text(
+LCZ_SQL = text(
     """
     SELECT a.name, s.acquired_at::date, sp.status, c.lcz_class, count(c.id)
     FROM scene_processing sp
     JOIN aoi a ON a.id = sp.aoi_id
     JOIN scene s ON s.id = sp.scene_id
     LEFT JOIN lcz_cell c ON c.scene_id = sp.scene_id AND c.aoi_id = sp.aoi_id
+    WHERE sp.indicator = 'lcz'
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4
+    """
+)
+CROP_SQL = text(
+    """
+    SELECT p.acquired_at::date, p.class_name, count(*), round(avg(p.observations), 1),
+        round(avg(p.confidence)::numeric, 2)
+    FROM parcel_prediction p GROUP BY 1, 2 ORDER BY 1, 3 DESC
+    """
+)
+AREA_SQL = text(
+    """
+    SELECT a.name, l.acquired_at::date, round(l.tree_fraction::numeric, 2),
+        round(l.built_up_fraction::numeric, 2), round(l.cropland_fraction::numeric, 2),
+        round(l.lai_mean::numeric, 2), round(l.ccc_mean::numeric, 2),
+        round(l.fcover_mean::numeric, 2), round(l.valid_pixel_share::numeric, 2)
+    FROM landcover_indicator l JOIN aoi a ON a.id = l.aoi_id ORDER BY 1, 2
     """
 )
 
@@ -40,9 +58,31 @@ def bring_up(config: StackConfig, services: ServicesConfig, say: Callable[[str],
         say(f"model repository: wrote {path}")
     for name, seconds in up(config, progress=say).items():
         say(f"{name}: up ({seconds:.1f} s)")
-    upgrade(config.database_url)
+    for line in prepare_database(config.database_url, services):
+        say(line)
     for name, seconds in start_services(config, services).items():
         say(f"{name}: healthy ({seconds:.1f} s)")
+
+
+def prepare_database(database_url: str, services: ServicesConfig) -> list[str]:
+    """Schema, the demo AOIs and the parcels of its `parcels` AOIs, before any service
+    runs: the first passes find the parcels there."""
+    from revisit_catalog.registry import load_subscriptions, save_subscriptions
+
+    upgrade(database_url)
+    subs = load_subscriptions(services.catalog_aoi_file)
+    engine = create_engine(database_url)
+    try:
+        save_subscriptions(engine, subs)
+        done = [f"AOIs: {', '.join(f'{s.aoi.name} ({s.aoi.kind})' for s in subs)}"]
+        parcels = demo_parcels()
+        for sub in subs:
+            if sub.aoi.kind == "parcels":
+                n = load_parcels(engine, sub.aoi.name, parcels)
+                done.append(f"parcels of {sub.aoi.name}: {n} (WorldCereal cropland map)")
+    finally:
+        engine.dispose()
+    return done
 
 
 def wait_for_scenes(
@@ -56,14 +96,14 @@ def wait_for_scenes(
             with engine.connect() as conn:
                 done, total = conn.execute(PROGRESS_SQL).one()
             if (done, total) != last:
-                say(f"scenes processed: {done}/{max(total, expected)}")
+                say(f"pass × indicator records complete: {done}/{max(total, expected)}")
                 last = (done, total)
             if done >= expected:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout_s:
                 raise SystemExit(
-                    f"only {done} of {expected} scenes processed after {timeout_s:.0f} s: "
-                    "read the service logs in .revisit/logs/"
+                    f"only {done} of {expected} pass × indicator records complete after "
+                    f"{timeout_s:.0f} s: read the service logs in .revisit/logs/"
                 )
             time.sleep(1.0)
     finally:
@@ -90,22 +130,60 @@ def latency_summary(database_url: str) -> str:
     return f"discovery → rows in PostGIS: median {median:.1f} s, max {worst:.1f} s per scene"
 
 
-def lcz_table(database_url: str) -> str:
-    """AOI, date, status and the number of cells of each LCZ class."""
+def _render(header: list[str], lines: list[list[str]]) -> str:
+    rows = [header, *lines]
+    widths = [max(len(line[i]) for line in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in rows
+    )
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def indicator_tables(database_url: str) -> str:
+    """What the demo stored, one table per indicator."""
     engine = create_engine(database_url)
     counts: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
     with engine.connect() as conn:
-        for aoi, day, status, lcz, n in conn.execute(TABLE_SQL):
+        for aoi, day, status, lcz, n in conn.execute(LCZ_SQL):
             counts[(aoi, str(day), status)][lcz] = n
+        by_day: dict[str, list[str]] = defaultdict(list)
+        used_passes: dict[str, str] = {}
+        for day, name, n, passes, confidence in conn.execute(CROP_SQL):
+            by_day[str(day)].append(f"{name} {n} ({confidence})")
+            used_passes[str(day)] = str(passes)
+        crops = [[day, used_passes[day], ", ".join(v)] for day, v in sorted(by_day.items())]
+        areas = [[_cell(v) for v in row] for row in conn.execute(AREA_SQL)]
     engine.dispose()
     used = sorted({c for row in counts.values() for c in row if c is not None})
-    header = ["AOI", "date", "status"] + [f"LCZ {LCZ_CODES[c - 1]}" for c in used]
-    lines = [header]
-    for (aoi, day, status), row in sorted(counts.items()):
-        lines.append([aoi, day, status] + [str(row.get(c, 0)) for c in used])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    rendered = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in lines]
-    return "\n".join(rendered)
+    lcz = _render(
+        ["AOI", "date", "status"] + [f"LCZ {LCZ_CODES[c - 1]}" for c in used],
+        [
+            [aoi, day, status] + [str(row.get(c, 0)) for c in used]
+            for (aoi, day, status), row in sorted(counts.items())
+        ],
+    )
+    crop = _render(["as of", "passes", "parcels per crop type (mean confidence)"], crops)
+    area = _render(
+        ["AOI", "date", "tree", "built-up", "cropland", "LAI", "CCC g/m²", "FCOVER", "valid"],
+        areas,
+    )
+    return (
+        "Local Climate Zones (cells of 320 m, lcz_cell / lcz_latest):\n"
+        f"{lcz}\n\n"
+        "Crop type of the parcels from their season so far (parcel_prediction / "
+        "parcel_latest):\n"
+        f"{crop}\n\n"
+        "Land-cover fractions and biophysical means of the region (landcover_indicator):\n"
+        f"{area}\n\n"
+        "Read these as a demonstration of the chain, not as results: the crop-type and\n"
+        "land-cover models were trained elsewhere (WorldCereal extractions, the eo-learn\n"
+        "patch in Slovenia) and this patch is out of their domain; the drift metrics of\n"
+        "the inference service say so (revisit_inference_input_shift_max_sigma,\n"
+        "revisit_inference_class_psi_ratio). Model cards: data/models/*/1/card.md."
+    )
 
 
 def where_to_look(config: StackConfig, services: ServicesConfig) -> str:
@@ -113,7 +191,9 @@ def where_to_look(config: StackConfig, services: ServicesConfig) -> str:
     return (
         "Explore the results:\n"
         f"  psql -h 127.0.0.1 -p {config.postgres_port} -U {config.postgres_user} "
-        f"{config.postgres_db} -c 'SELECT * FROM lcz_cell LIMIT 5'\n"
+        f"{config.postgres_db} -c 'SELECT * FROM parcel_latest LIMIT 5'\n"
+        "  (tables: lcz_cell, parcel_prediction, landcover_indicator; views: lcz_latest, "
+        "parcel_latest)\n"
         "Metrics:\n"
         f"{urls}\n"
         f"  triton     http://127.0.0.1:{config.triton_metrics_port}/metrics\n"

@@ -4,16 +4,27 @@ Each monthly composite of `data/worldcereal/worldcereal_preprocessed_inputs.nc` 
 one scene: a Cloud-Optimized GeoTIFF per band (uint16 digital numbers, 65535 = no data)
 and a STAC item with its real footprint, date and band assets, in a static catalog.
 The output is deterministic, so building it twice gives the same catalog.
+
+The composites have no acquisition geometry of their own: each item carries the sun
+angles of its date at Sentinel-2's 10:30 mean local solar time over the cube's centre
+(`sun_angles`) and a nadir view, which the biophysical model needs.
+
+The demo's parcels (`demo_parcels`) are WorldCereal's cropland map of the cube,
+polygonised and cut by a 100 m grid: real field edges where the map has them, but not a
+parcel register (there is no declared crop).
 """
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pystac
 import rasterio
+from rasterio.features import shapes
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as raster_copy
 from rasterio.transform import from_origin
@@ -21,10 +32,12 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 from revisit_cli.stack import REPO_ROOT
-from revisit_models.worldcereal import Cube
+from revisit_common.db.parcels import ParcelRecord
+from revisit_models.worldcereal import Cube, read_cropland
 from revisit_models.worldcereal import read_cube as read_worldcereal_cube
 
 CUBE = REPO_ROOT / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
+CROPLAND = REPO_ROOT / "data" / "worldcereal" / "worldcereal_cropland_classification.nc"
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
 COMMON_NAMES = {
     "B02": "blue",
@@ -41,6 +54,33 @@ NODATA = 65535
 EPSG = 32631
 TILE = "31UFS"  # the Sentinel-2 MGRS tile that holds the cube (UTM 31N, 664 km E, 5612 km N)
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+def sun_angles(
+    when: datetime, lon: float, lat: float, solar_hour: float = 10.5
+) -> tuple[float, float]:
+    """(zenith, azimuth from north) in degrees of the sun on `when`'s day at the local
+    solar time `solar_hour` (NOAA's low-precision formulas: better than 0.5°)."""
+    gamma = 2 * math.pi / 365 * (when.timetuple().tm_yday - 1 + (solar_hour - lon / 15 - 12) / 24)
+    decl = (
+        0.006918
+        - 0.399912 * math.cos(gamma)
+        + 0.070257 * math.sin(gamma)
+        - 0.006758 * math.cos(2 * gamma)
+        + 0.000907 * math.sin(2 * gamma)
+        - 0.002697 * math.cos(3 * gamma)
+        + 0.00148 * math.sin(3 * gamma)
+    )
+    phi, hour_angle = math.radians(lat), math.radians(15 * (solar_hour - 12))
+    cos_zenith = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(
+        hour_angle
+    )
+    zenith = math.acos(cos_zenith)
+    cos_azimuth = (math.sin(decl) - math.sin(phi) * cos_zenith) / (math.cos(phi) * math.sin(zenith))
+    azimuth = math.degrees(math.acos(max(-1.0, min(1.0, cos_azimuth))))
+    if hour_angle > 0:  # afternoon: west of south
+        azimuth = 360 - azimuth
+    return math.degrees(zenith), azimuth
 
 
 def read_cube(path: Path = CUBE) -> Cube:
@@ -69,8 +109,9 @@ def _write_cog(path: Path, array: npt.NDArray[np.uint16], transform: rasterio.Af
             raster_copy(src, str(path), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256)
 
 
-def build_catalog(out_dir: Path, cube_path: Path = CUBE) -> Path:
-    """Write COGs and a self-contained static STAC catalog; returns catalog.json."""
+def build_catalog(out_dir: Path, cube_path: Path = CUBE, months: int | None = None) -> Path:
+    """Write COGs and a self-contained static STAC catalog of the first `months` (all by
+    default); returns catalog.json."""
     cube = read_cube(cube_path)
     res = float(cube.x[1] - cube.x[0])
     transform = from_origin(cube.x[0] - res / 2, cube.y[0] + res / 2, res, res)
@@ -82,7 +123,9 @@ def build_catalog(out_dir: Path, cube_path: Path = CUBE) -> Path:
         description="Monthly Sentinel-2 L2A composites of the WorldCereal sample cube "
         "(Hesbaye, Belgium, 2020-11 .. 2021-10), one item per month.",
     )
-    for t, date in enumerate(cube.dates):
+    centre = footprint.centroid
+    for t, date in enumerate(cube.dates[:months]):
+        zenith, azimuth = sun_angles(date, centre.x, centre.y)
         scene_id = f"WORLDCEREAL_S2_{TILE}_{date:%Y%m%d}_MONTHLY"
         item = pystac.Item(
             id=scene_id,
@@ -95,6 +138,10 @@ def build_catalog(out_dir: Path, cube_path: Path = CUBE) -> Path:
                 "s2:mgrs_tile": TILE,
                 "proj:epsg": EPSG,
                 "revisit:source": "WorldCereal monthly composite (openEO), MIT licence",
+                # nominal: the sun at 10:30 local solar time on the composite's date
+                "view:sun_elevation": round(90 - zenith, 2),
+                "view:sun_azimuth": round(azimuth, 2),
+                "view:off_nadir": 0.0,
             },
             collection="sentinel-2-l2a",
         )
@@ -120,3 +167,37 @@ def build_catalog(out_dir: Path, cube_path: Path = CUBE) -> Path:
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return out_dir / "catalog" / "catalog.json"
+
+
+def demo_parcels(
+    cube_path: Path = CUBE, cropland_path: Path = CROPLAND, grid_m: float = 100.0
+) -> list[ParcelRecord]:
+    """Cropland of WorldCereal's map of the cube, polygonised and cut by a `grid_m` grid;
+    pieces of at least 20 pixels (0.2 ha), in EPSG:4326, named by their grid cell."""
+    cube = read_cube(cube_path)
+    cropland = read_cropland(cropland_path)
+    res = float(cube.x[1] - cube.x[0])
+    transform = from_origin(cube.x[0] - res / 2, cube.y[0] + res / 2, res, res)
+    x0, y1 = transform.c, transform.f
+    records: list[ParcelRecord] = []
+    for geojson, _value in shapes(cropland.astype(np.uint8), mask=cropland, transform=transform):
+        field = shape(geojson)
+        gx0, gy0, gx1, gy1 = field.bounds
+        for i in range(int((gx0 - x0) // grid_m), math.ceil((gx1 - x0) / grid_m)):
+            for j in range(int((y1 - gy1) // grid_m), math.ceil((y1 - gy0) / grid_m)):
+                cell = box(
+                    x0 + i * grid_m, y1 - (j + 1) * grid_m, x0 + (i + 1) * grid_m, y1 - j * grid_m
+                )
+                piece = field.intersection(cell)
+                if piece.area < 20 * res * res or piece.geom_type not in (
+                    "Polygon",
+                    "MultiPolygon",
+                ):
+                    continue
+                records.append(
+                    ParcelRecord(
+                        f"wc-{len(records):03d}-{i}-{j}",
+                        shape(transform_geom(f"EPSG:{EPSG}", "EPSG:4326", mapping(piece))),
+                    )
+                )
+    return records

@@ -34,6 +34,8 @@ class ServicesConfig(BaseSettings):
     - ``REVISIT_CATALOG_POLL_INTERVAL_S`` [5].
     - ``REVISIT_CATALOG_START``: where new poll cursors start [2020-01-01, the demo data's
       first month].
+    - ``REVISIT_CATALOG_OVERLAP``: how far before its cursor each poll searches again, as
+      an ISO 8601 duration [the catalog service's default, 3 days].
     """
 
     model_config = SettingsConfigDict(env_prefix="REVISIT_", frozen=True, extra="ignore")
@@ -43,6 +45,7 @@ class ServicesConfig(BaseSettings):
     catalog_aoi_file: Path = REPO_ROOT / "infra" / "demo" / "aoi.geojson"
     catalog_poll_interval_s: float = 5.0
     catalog_start: str = "2020-01-01T00:00:00Z"
+    catalog_overlap: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def endpoints(services: ServicesConfig) -> list[ServiceEndpoint]:
 def service_env(config: StackConfig, services: ServicesConfig, name: str) -> dict[str, str]:
     port = services.metrics_base_port + list(SERVICES).index(name)
     source = services.catalog_source or config.state_dir / "demo" / "catalog" / "catalog.json"
-    return {
+    env = {
         "PYTHONPATH": pythonpath(),
         "PYTHONUNBUFFERED": "1",
         "REVISIT_KAFKA_BOOTSTRAP": config.kafka_bootstrap,
@@ -86,6 +89,9 @@ def service_env(config: StackConfig, services: ServicesConfig, name: str) -> dic
         # The store migrates at start-up unless told otherwise; the stack already has.
         "REVISIT_STORE_MIGRATE": "false",
     }
+    if services.catalog_overlap:
+        env["REVISIT_CATALOG_OVERLAP"] = services.catalog_overlap
+    return env
 
 
 def _healthy(url: str) -> bool:

@@ -42,6 +42,14 @@ def season_of(acquired: datetime, season_start: str) -> str:
     return f"{year}-{month:02d}-{day:02d}"
 
 
+def season_start(season: str) -> date:
+    """ "2020-11-01" -> that day; "2021" (an AOI without a season) -> 1 January."""
+    try:
+        return date.fromisoformat(season) if "-" in season else date(int(season), 1, 1)
+    except ValueError as exc:
+        raise PoisonError(f"season {season!r} is neither YYYY nor YYYY-MM-DD") from exc
+
+
 def series_key(product: str, aoi: str, season: str, tile: str) -> str:
     return f"{product}/{key_part(aoi)}/{season}/{key_part(tile)}"
 

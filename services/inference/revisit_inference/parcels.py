@@ -20,7 +20,7 @@ import numpy.typing as npt
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.payload import PayloadStore
-from revisit_common.series import read_series
+from revisit_common.series import read_series, season_start
 from revisit_inference.drift import s2_reference
 from revisit_inference.served import Predicted, ServedModel
 
@@ -31,14 +31,6 @@ class SeasonInputs:
     parcel_ids: npt.NDArray[np.int64]
     observations: npt.NDArray[np.int32]  # passes used per parcel
     season_days: npt.NDArray[np.int32]  # days from the season start to the last pass used
-
-
-def season_start(season: str) -> date:
-    """ "2020-11-01" -> that day; "2021" (an AOI without a season) -> 1 January."""
-    try:
-        return date.fromisoformat(season) if "-" in season else date(int(season), 1, 1)
-    except ValueError as exc:
-        raise PoisonError(f"season {season!r} is neither YYYY nor YYYY-MM-DD") from exc
 
 
 def _acquired(batch: pb.ObservationBatch) -> date | None:

@@ -1,18 +1,87 @@
-"""Writes a batch's rows in one transaction; replays leave the tables unchanged."""
+"""Writes a batch's rows in one transaction; replays leave the tables unchanged.
+
+The rows are copied (COPY) into a temporary staging table, then merged into the
+indicator's table with one ``INSERT … SELECT … ON CONFLICT DO UPDATE``: the bulk path
+of PostgreSQL, whatever the batch's size. Geometries are transformed to EPSG:4326 there.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from revisit_common.db.errors import database_errors
-from revisit_common.db.models import Aoi, LczCell, SceneProcessing
+from revisit_common.db.models import Aoi, SceneProcessing
 from revisit_common.errors import PoisonError
 from revisit_common.metrics import AGE_BUCKETS, LATENCY_BUCKETS
-from revisit_store.handler import StoreRows
+from revisit_store.handler import (
+    AREA_COLUMNS,
+    BIOPHYS_VALUES,
+    COLUMNS,
+    LANDCOVER_VALUES,
+    PARCEL_COLUMNS,
+    StoreRows,
+)
+
+#: Types of the staging columns (`handler.COLUMNS` gives their order).
+TYPES = {
+    "cell_id": "text",
+    "acquired_at": "timestamptz",
+    "scene_id": "text",
+    "model_name": "text",
+    "model_version": "text",
+    "lcz_class": "smallint",
+    "confidence": "real",
+    "probabilities": "real[]",
+    "wkt": "text",
+    "parcel_id": "bigint",
+    "season": "date",
+    "class_code": "smallint",
+    "class_name": "text",
+    "observations": "smallint",
+    "season_days": "smallint",
+    "area_key": "text",
+}
+TYPES.update((c, "text" if "model" in c else "real") for c in AREA_COLUMNS if c not in TYPES)
+
+
+def _set(columns: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
+
+
+#: SQL that merges a staging table ``{stage}`` into a table (parameters ``%(aoi_id)s``,
+#: ``%(epsg)s``); for `landcover_indicator`, one per model, each updating its columns.
+MERGES = {
+    "lcz_cell": """
+        INSERT INTO lcz_cell (aoi_id, cell_id, acquired_at, scene_id, model_name,
+            model_version, lcz_class, confidence, probabilities, geom)
+        SELECT %(aoi_id)s, cell_id, acquired_at, scene_id, model_name, model_version,
+            lcz_class, confidence, probabilities,
+            ST_Transform(ST_GeomFromText(wkt, %(epsg)s), 4326)
+        FROM {stage} ORDER BY cell_id
+        ON CONFLICT ON CONSTRAINT lcz_cell_key DO UPDATE SET
+        """
+    + _set(("scene_id", "lcz_class", "confidence", "probabilities", "geom")),
+    # only parcels of the batch's AOI: fewer rows merged than staged is refused
+    "parcel_prediction": f"""
+        INSERT INTO parcel_prediction ({", ".join(PARCEL_COLUMNS)})
+        SELECT {", ".join(f"s.{c}" for c in PARCEL_COLUMNS)}
+        FROM {{stage}} s JOIN parcel p ON p.id = s.parcel_id AND p.aoi_id = %(aoi_id)s
+        ORDER BY s.parcel_id
+        ON CONFLICT ON CONSTRAINT parcel_prediction_key DO UPDATE SET
+        """
+    + _set([c for c in PARCEL_COLUMNS[3:] if c not in ("model_name", "model_version")]),
+}
+for _model, _values in (("landcover", LANDCOVER_VALUES), ("biophys", BIOPHYS_VALUES)):
+    _filled = [*_values.values(), f"{_model}_model", f"{_model}_model_version", "scene_id"]
+    MERGES[f"landcover_indicator/{_model}"] = f"""
+        INSERT INTO landcover_indicator (aoi_id, {", ".join(AREA_COLUMNS)})
+        SELECT %(aoi_id)s, {", ".join(AREA_COLUMNS)} FROM {{stage}} ORDER BY area_key
+        ON CONFLICT ON CONSTRAINT landcover_indicator_key DO UPDATE SET {_set(_filled)}
+        """
 
 
 class StoreMetrics:
@@ -39,34 +108,13 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
         aoi_id = conn.execute(select(Aoi.id).where(Aoi.name == outcome.aoi_name)).scalar()
         if aoi_id is None:
             raise PoisonError(f"unknown AOI {outcome.aoi_name!r}")
-        if rows.lcz_cells:
-            stmt = insert(LczCell).values(
-                [
-                    {
-                        **{k: v for k, v in cell.items() if k != "wkt"},
-                        "aoi_id": aoi_id,
-                        "geom": func.ST_Transform(
-                            func.ST_GeomFromText(cell["wkt"], rows.epsg), 4326
-                        ),
-                    }
-                    for cell in rows.lcz_cells
-                ]
-            )
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    constraint="lcz_cell_key",
-                    set_={
-                        c: stmt.excluded[c]
-                        for c in (
-                            "scene_id",
-                            "lcz_class",
-                            "confidence",
-                            "probabilities",
-                            "geom",
-                        )
-                    },
+        if rows.rows:
+            merged = _merge(conn, rows, aoi_id)
+            if merged != len(rows.rows):
+                raise PoisonError(
+                    f"{len(rows.rows) - merged} of {len(rows.rows)} {outcome.indicator} rows "
+                    f"name no entity of AOI {outcome.aoi_name!r} (unknown parcel ids?)"
                 )
-            )
         completed = datetime.now(UTC)
         status = insert(SceneProcessing).values(
             scene_id=outcome.scene_id,
@@ -97,3 +145,26 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
         metrics.from_acquisition.labels(outcome.indicator).observe(
             (completed - outcome.acquired_at).total_seconds()
         )
+
+
+def merge_sql(rows: StoreRows) -> str:
+    if rows.table == "landcover_indicator":
+        model = "landcover" if rows.outcome.indicator == "land_cover" else "biophys"
+        return MERGES[f"{rows.table}/{model}"]
+    return MERGES[rows.table]
+
+
+def _merge(conn: Connection, rows: StoreRows, aoi_id: int) -> int:
+    """COPY the rows into a staging table, merge it; returns the rows merged."""
+    name, columns = f"stage_{rows.table}", COLUMNS[rows.table]
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        typed = ", ".join(f"{c} {TYPES[c]}" for c in columns)
+        cur.execute(f"CREATE TEMP TABLE {name} ({typed}) ON COMMIT DROP")
+        with cur.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN") as copy:
+            copy.set_types([TYPES[c] for c in columns])
+            for row in rows.rows:
+                copy.write_row(row)
+        cur.execute(merge_sql(rows).format(stage=name), {"aoi_id": aoi_id, "epsg": rows.epsg})
+        return int(cur.rowcount)

@@ -7,12 +7,16 @@
 - ``scene_processing``: the processing status of a scene for one AOI and indicator,
   from discovery to storage, with its timings.
 - ``parcel``: agricultural parcels of a ``parcels`` AOI (geometry, register id, declared crop).
-- ``lcz_cell``: Local Climate Zone of a grid cell of a city AOI, per acquisition and model.
+- ``lcz_cell``: Local Climate Zone of a grid cell of a city AOI, per acquisition and model;
+  ``lcz_latest`` (view): each cell's latest.
+- ``parcel_prediction``: crop type of a parcel per season, pass and model (the history);
+  ``parcel_latest`` (view): each parcel's latest prediction of each season.
+- ``landcover_indicator``: land-cover fractions and biophysical means of an area per pass.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
@@ -21,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -164,4 +169,70 @@ class LczCell(Base):
         CheckConstraint("lcz_class BETWEEN 1 AND 17", name="lcz_class_known"),
         Index("lcz_cell_acquired_at", "acquired_at"),
         Index("lcz_cell_geom", "geom", postgresql_using="gist"),
+    )
+
+
+class ParcelPrediction(Base):
+    """Crop type of a parcel as of one pass, from its season so far (the history)."""
+
+    __tablename__ = "parcel_prediction"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    parcel_id: Mapped[int] = mapped_column(ForeignKey("parcel.id", ondelete="CASCADE"))
+    season: Mapped[date] = mapped_column(Date)  # the season's first day
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # as of this pass
+    scene_id: Mapped[str] = mapped_column(ForeignKey("scene.id"))
+    model_name: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(Text)
+    class_code: Mapped[int] = mapped_column(SmallInteger)
+    class_name: Mapped[str] = mapped_column(Text)
+    confidence: Mapped[float] = mapped_column(REAL)
+    probabilities: Mapped[list[float]] = mapped_column(ARRAY(REAL))
+    observations: Mapped[int] = mapped_column(SmallInteger)  # valid passes used
+    season_days: Mapped[int] = mapped_column(SmallInteger)  # season start -> last pass used
+
+    __table_args__ = (
+        UniqueConstraint(
+            "parcel_id",
+            "season",
+            "acquired_at",
+            "model_name",
+            "model_version",
+            name="parcel_prediction_key",
+        ),
+        Index("parcel_prediction_acquired_at", "acquired_at"),
+    )
+
+
+class LandcoverIndicator(Base):
+    """Land-cover fractions and biophysical summaries of an area, per pass. The two come
+    from two models (two prediction batches) and fill their own columns of one row."""
+
+    __tablename__ = "landcover_indicator"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    aoi_id: Mapped[int] = mapped_column(ForeignKey("aoi.id", ondelete="CASCADE"))
+    area_key: Mapped[str] = mapped_column(Text)  # the AOI's name for the whole AOI
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    scene_id: Mapped[str] = mapped_column(ForeignKey("scene.id"))
+    tree_fraction: Mapped[float | None] = mapped_column(REAL)
+    built_up_fraction: Mapped[float | None] = mapped_column(REAL)
+    water_fraction: Mapped[float | None] = mapped_column(REAL)  # NULL: not in the legend
+    cropland_fraction: Mapped[float | None] = mapped_column(REAL)
+    classified_share: Mapped[float | None] = mapped_column(REAL)  # pixels with a year of passes
+    landcover_model: Mapped[str | None] = mapped_column(Text)
+    landcover_model_version: Mapped[str | None] = mapped_column(Text)
+    lai_mean: Mapped[float | None] = mapped_column(REAL)
+    lai_median: Mapped[float | None] = mapped_column(REAL)
+    ccc_mean: Mapped[float | None] = mapped_column(REAL)  # canopy chlorophyll, g/m²
+    ccc_median: Mapped[float | None] = mapped_column(REAL)
+    fcover_mean: Mapped[float | None] = mapped_column(REAL)
+    fcover_median: Mapped[float | None] = mapped_column(REAL)
+    valid_pixel_share: Mapped[float | None] = mapped_column(REAL)
+    biophys_model: Mapped[str | None] = mapped_column(Text)
+    biophys_model_version: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("aoi_id", "area_key", "acquired_at", name="landcover_indicator_key"),
+        Index("landcover_indicator_acquired_at", "acquired_at"),
     )

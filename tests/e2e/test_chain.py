@@ -1,0 +1,280 @@
+"""The whole chain as the demo runs it: four service processes on the real Kafka,
+PostGIS and Triton, fed the 12 real monthly passes over three AOIs (a city, parcels, a
+region), which gives the four indicators: LCZ, crop type, land cover, biophysics.
+
+- The LCZ classes stored are exactly those of the original Keras model; every parcel is
+  re-predicted on every valid pass from its season so far; land-cover fractions and
+  LAI / CCC / FCOVER fill one row per valid pass.
+- A full replay of the store's input leaves every table unchanged.
+- Triton stopped in the middle of a run (after the first six passes) holds the chain:
+  nothing more is stored, nothing goes to a DLQ; once it is back, the run ends with
+  exactly the rows of the undisturbed run (counts and checksums).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy import Engine, create_engine, text
+
+from revisit_cli.demo import prepare_database
+from revisit_cli.demo_data import build_catalog
+from revisit_cli.services import SERVICES, ServicesConfig, start_services
+from revisit_cli.stack import ManagedProcess, StackConfig, up
+from revisit_common.events import PREDICTIONS_TOPIC
+from tests.conftest import consecutive_free_ports
+
+pytestmark = pytest.mark.e2e
+
+PASSES = 12
+VALID_PASSES = 10  # December 2020 and January 2021 are "no data" in the cube
+INDICATORS = 4  # lcz (city), crop_type (parcels), land_cover + biophysics (region)
+#: What a run leaves, without surrogate ids and timings (which differ between runs).
+CHECKSUMS = {
+    "lcz_cell": "to_jsonb(t) - 'id'",
+    "parcel_prediction": "to_jsonb(t) - 'id'",
+    "landcover_indicator": "to_jsonb(t) - 'id'",
+    "scene_processing": "to_jsonb(t) - 'discovered_at' - 'completed_at'",
+}
+
+
+def checksums(engine: Engine) -> dict[str, tuple[int, str]]:
+    out = {}
+    with engine.connect() as conn:
+        for table, row in CHECKSUMS.items():
+            count, digest = conn.execute(
+                text(
+                    f"SELECT count(*), md5(string_agg(({row})::text, '|' "
+                    f"ORDER BY ({row})::text)) FROM {table} t"
+                )
+            ).one()
+            out[table] = (int(count), str(digest))
+    return out
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout_s:
+            raise AssertionError(f"{what}: not after {timeout_s} s")
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def completed(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM scene_processing WHERE status <> 'discovered'")
+            ).scalar_one()
+        )
+
+
+def dead_letters(bootstrap: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in consumer.topics()
+            if topic.endswith(".dlq")
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        return sum(consumer.end_offsets(partitions).values()) if partitions else 0
+    finally:
+        consumer.close()
+
+
+def stop_services(stack: StackConfig) -> None:
+    for name in SERVICES:
+        ManagedProcess.attach(name, stack.state_dir).stop()
+
+
+def fresh_run(stack: StackConfig, engine: Engine, services: ServicesConfig) -> None:
+    """Empty tables and payloads, the demo's AOIs and parcels, the services started."""
+    stop_services(stack)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "TRUNCATE lcz_cell, parcel_prediction, landcover_indicator, scene_processing, "
+                "catalog_cursor, parcel, scene, aoi RESTART IDENTITY"
+            )
+        )
+    shutil.rmtree(stack.state_dir / "payloads", ignore_errors=True)
+    prepare_database(stack.database_url, services)
+    start_services(stack, services)
+
+
+@dataclass(frozen=True)
+class Run:
+    checksums: dict[str, tuple[int, str]]
+    dead_letters: int
+
+
+@pytest.fixture(scope="module")
+def undisturbed(
+    stack: StackConfig, demo_catalog: Path, lcz_parity: dict[str, np.ndarray]
+) -> Iterator[Run]:
+    """The demo's run, checked indicator by indicator, then replayed by the store."""
+    engine = create_engine(stack.database_url)
+    services = ServicesConfig(
+        metrics_base_port=consecutive_free_ports(len(SERVICES)),
+        catalog_source=str(demo_catalog),
+        catalog_poll_interval_s=1,
+    )
+    letters = dead_letters(stack.kafka_bootstrap)
+    fresh_run(stack, engine, services)
+    try:
+        wait_until(lambda: completed(engine) == PASSES * INDICATORS, 300, "every pass stored")
+        check_indicators(engine, lcz_parity)
+        before = checksums(engine)
+        replay_store(stack, services)
+        assert checksums(engine) == before
+        assert dead_letters(stack.kafka_bootstrap) == letters
+        yield Run(before, letters)
+    finally:
+        stop_services(stack)
+        engine.dispose()
+
+
+def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
+    with engine.connect() as conn:
+        statuses = {
+            (indicator, status): n
+            for indicator, status, n in conn.execute(
+                text("SELECT indicator, status, count(*) FROM scene_processing GROUP BY 1, 2")
+            )
+        }
+        lcz = {
+            (day.date().isoformat(), cell): k
+            for day, cell, k in conn.execute(
+                text("SELECT acquired_at, cell_id, lcz_class FROM lcz_cell")
+            )
+        }
+        crops = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT parcel_id), min(observations), "
+                "max(observations), count(DISTINCT acquired_at), min(confidence) "
+                "FROM parcel_prediction"
+            )
+        ).one()
+        latest = conn.execute(
+            text("SELECT count(*), min(observations), min(season_days) FROM parcel_latest")
+        ).one()
+        parcels = conn.execute(text("SELECT count(*) FROM parcel")).scalar_one()
+        areas = conn.execute(
+            text(
+                "SELECT acquired_at::date, tree_fraction, built_up_fraction, cropland_fraction, "
+                "water_fraction, lai_mean, fcover_mean, valid_pixel_share, landcover_model, "
+                "biophys_model FROM landcover_indicator ORDER BY acquired_at"
+            )
+        ).all()
+    assert statuses == {
+        (i, s): n
+        for i in ("lcz", "crop_type", "land_cover", "biophysics")
+        for s, n in (("stored", VALID_PASSES), ("no_valid_observation", PASSES - VALID_PASSES))
+    }
+    epoch = datetime(1990, 1, 1, tzinfo=UTC)
+    assert lcz == {
+        (
+            (epoch + timedelta(days=int(d))).date().isoformat(),
+            f"32631:{664000 + 10 * int(c)}:{5612120 - 10 * int(r)}",
+        ): int(k) + 1
+        for d, r, c, k in zip(
+            lcz_parity["days_since_1990"],
+            lcz_parity["row"],
+            lcz_parity["col"],
+            lcz_parity["keras_probabilities"].argmax(1),
+            strict=True,
+        )
+    }
+    # every parcel re-predicted on each valid pass, from 1 to 10 passes of its season
+    assert tuple(crops[:5]) == (parcels * VALID_PASSES, parcels, 1, VALID_PASSES, VALID_PASSES)
+    assert 0 < crops[5] <= 1
+    # the latest prediction of each parcel used the whole season: Nov 2020 .. Oct 2021
+    assert tuple(latest) == (parcels, VALID_PASSES, 334)
+    assert len(areas) == VALID_PASSES
+    for day, tree, built, crop, water, lai, fcover, valid, lc_model, bio_model in areas:
+        assert 0 <= tree + built + crop <= 1 + 1e-6, day
+        assert water is None  # not in the land-cover model's legend: not a false 0
+        assert 0 <= lai <= 8 and 0 <= fcover <= 1 and valid == 1.0, day
+        assert (lc_model, bio_model) == ("landcover_tae", "biophys_prosail")
+    by_month = {day.month: lai for day, *_, lai, _f, _v, _m, _b in areas}
+    assert by_month[6] > by_month[2]  # the canopy grows from winter to June
+
+
+def replay_store(stack: StackConfig, services: ServicesConfig) -> None:
+    """Rewind the store's consumer group to the start and wait until it caught up."""
+    ManagedProcess.attach("store", stack.state_dir).stop()
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id="revisit-store")
+    partitions = [TopicPartition(PREDICTIONS_TOPIC, p) for p in range(3)]
+    consumer.assign(partitions)
+    consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in partitions})
+    ends = sum(consumer.end_offsets(partitions).values())
+    start_services(stack, services, ("store",))
+    try:
+        wait_until(
+            lambda: sum(consumer.committed(tp) or 0 for tp in partitions) == ends,
+            120,
+            "store replayed every prediction batch",
+        )
+    finally:
+        consumer.close()
+
+
+def test_four_indicators_end_to_end(undisturbed: Run) -> None:
+    counts = {table: n for table, (n, _) in undisturbed.checksums.items()}
+    print(f"\nundisturbed run: {counts}")
+    assert counts["scene_processing"] == PASSES * INDICATORS
+
+
+def test_triton_restarted_mid_run_gives_identical_results(
+    stack: StackConfig, engine: Engine, undisturbed: Run, shared_tmp: Path
+) -> None:
+    half = PASSES // 2
+    catalog_dir = shared_tmp / "growing-catalog"
+    shutil.rmtree(catalog_dir, ignore_errors=True)
+    services = ServicesConfig(
+        metrics_base_port=consecutive_free_ports(len(SERVICES)),
+        catalog_source=str(build_catalog(catalog_dir, months=half)),
+        catalog_poll_interval_s=1,
+        catalog_overlap="P3650D",  # each poll searches the last ten years again
+    )
+    fresh_run(stack, engine, services)
+    triton = ManagedProcess.attach("triton", stack.state_dir)
+    try:
+        first = half * INDICATORS
+        wait_until(lambda: completed(engine) == first, 180, "the first half stored")
+        assert triton.stop()
+        build_catalog(catalog_dir, months=PASSES)  # the other six passes appear
+
+        def waiting() -> int:
+            with engine.connect() as conn:
+                return int(
+                    conn.execute(
+                        text("SELECT count(*) FROM scene_processing WHERE status = 'discovered'")
+                    ).scalar_one()
+                )
+
+        # the catalog publishes the new passes and preprocess goes on; inference waits
+        wait_until(lambda: waiting() == (PASSES - half) * INDICATORS, 120, "new passes found")
+        time.sleep(10)
+        assert completed(engine) == first
+        up(stack, ["triton"])
+        waited = wait_until(
+            lambda: completed(engine) == PASSES * INDICATORS, 300, "the second half stored"
+        )
+        print(f"\nTriton back: the rest stored {waited:.1f} s later")
+        assert checksums(engine) == undisturbed.checksums
+        assert dead_letters(stack.kafka_bootstrap) == undisturbed.dead_letters
+    finally:
+        up(stack, ["triton"])
+        stop_services(stack)
