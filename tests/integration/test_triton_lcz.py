@@ -13,10 +13,16 @@ from revisit_models.lcz import LCZ_MODEL
 pytestmark = pytest.mark.integration
 
 
-def test_triton_outputs_match_keras(stack: StackConfig, lcz_parity: dict[str, np.ndarray]) -> None:
-    lcz = TritonClassifier(stack.triton_grpc_url, LCZ_MODEL, max_batch=32)
+@pytest.mark.parametrize("max_batch, concurrency", [(32, 1), (8, 4)])
+def test_triton_outputs_match_keras(
+    stack: StackConfig, lcz_parity: dict[str, np.ndarray], max_batch: int, concurrency: int
+) -> None:
+    lcz = TritonClassifier(
+        stack.triton_grpc_url, LCZ_MODEL, max_batch=max_batch, concurrency=concurrency
+    )
     patches = lcz_parity["dn"].astype(np.float32) / 10000.0
-    probabilities, version = lcz.predict(patches)  # 90 patches: three requests
+    # 90 patches: 3 requests one after the other, or 12 with 4 in flight (answers in order)
+    probabilities, version = lcz.predict(patches)
     keras = lcz_parity["keras_probabilities"]
     assert version == "1"
     assert np.abs(probabilities - keras).max() < 1e-4

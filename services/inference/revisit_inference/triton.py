@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
 from typing import Protocol
 
 import numpy as np
@@ -49,6 +51,7 @@ class CircuitBreaker:
     ) -> None:
         self.name, self.threshold, self.cooldown_s, self.clock = name, threshold, cooldown_s, clock
         self.failures, self.open_until = 0, 0.0
+        self._lock = Lock()
 
     def before(self) -> None:
         wait = self.open_until - self.clock()
@@ -59,10 +62,11 @@ class CircuitBreaker:
             )
 
     def failed(self) -> None:
-        self.failures += 1
-        if self.failures >= self.threshold:
-            self.open_until = self.clock() + self.cooldown_s
-            CIRCUIT_OPEN.labels(self.name).set(1)
+        with self._lock:  # requests of one call fail from several threads
+            self.failures += 1
+            if self.failures >= self.threshold:
+                self.open_until = self.clock() + self.cooldown_s
+                CIRCUIT_OPEN.labels(self.name).set(1)
 
     def succeeded(self) -> None:
         self.failures, self.open_until = 0, 0.0
@@ -70,7 +74,8 @@ class CircuitBreaker:
 
 
 class TritonModel:
-    """Calls one Triton model with named FP32 tensors; cuts requests to the max batch.
+    """Calls one Triton model with named FP32 tensors; cuts requests to the max batch and
+    keeps up to `concurrency` of them in flight.
 
     Bad input is a PoisonError; an unreachable or failing server a TransientError (the
     service retries with backoff and commits nothing meanwhile), and after repeated
@@ -85,8 +90,11 @@ class TritonModel:
         max_batch: int = 256,
         timeout_s: float = 30.0,
         breaker: CircuitBreaker | None = None,
+        concurrency: int = 4,
     ) -> None:
         self.model_name = model_name
+        self.concurrency = concurrency
+        self._executor: ThreadPoolExecutor | None = None
         self.model_version = model_version
         self.max_batch = max_batch
         self.timeout_s = timeout_s
@@ -101,34 +109,52 @@ class TritonModel:
         if len(sizes) != 1:
             raise PoisonError(f"{self.model_name}: inputs of different batch sizes {sorted(sizes)}")
         self.breaker.before()
-        parts, version = [], self.model_version
-        for start in range(0, sizes.pop(), self.max_batch):
-            tensors = []
-            for name, array in inputs.items():
-                chunk = np.ascontiguousarray(array[start : start + self.max_batch], np.float32)
-                tensor = grpcclient.InferInput(name, list(chunk.shape), "FP32")
-                tensor.set_data_from_numpy(chunk)
-                tensors.append(tensor)
-            try:
-                result = self.client.infer(
-                    self.model_name,
-                    tensors,
-                    model_version=self.model_version,
-                    outputs=[grpcclient.InferRequestedOutput(output)],
-                    client_timeout=self.timeout_s,
-                )
-            except InferenceServerException as exc:
-                error = classify(exc, self.model_name)
-                if isinstance(error, TransientError):
-                    self.breaker.failed()
-                raise error from exc
-            values = result.as_numpy(output)
-            if values is None:
-                raise PoisonError(f"{self.model_name} returned no {output!r} output")
-            parts.append(values.astype(np.float32))
-            version = result.get_response().model_version or version
+        total = sizes.pop()
+        starts = range(0, total, self.max_batch)
+        if len(starts) > 1 and self.concurrency > 1:
+            # every chunk in flight at once (up to `concurrency`): Triton batches and
+            # runs them while the client encodes the next ones
+            answers = list(self._pool().map(lambda s: self._call(inputs, output, s), starts))
+        else:
+            answers = [self._call(inputs, output, s) for s in starts]
         self.breaker.succeeded()
-        return np.concatenate(parts), version
+        version = next((v for _, v in reversed(answers) if v), self.model_version)
+        return np.concatenate([values for values, _ in answers]), version
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self.concurrency, thread_name_prefix=f"triton-{self.model_name}"
+            )
+        return self._executor
+
+    def _call(
+        self, inputs: Mapping[str, npt.NDArray[np.float32]], output: str, start: int
+    ) -> tuple[npt.NDArray[np.float32], str]:
+        """One request: the chunk of `inputs` from `start`, up to the max batch."""
+        tensors = []
+        for name, array in inputs.items():
+            chunk = np.ascontiguousarray(array[start : start + self.max_batch], np.float32)
+            tensor = grpcclient.InferInput(name, list(chunk.shape), "FP32")
+            tensor.set_data_from_numpy(chunk)
+            tensors.append(tensor)
+        try:
+            result = self.client.infer(
+                self.model_name,
+                tensors,
+                model_version=self.model_version,
+                outputs=[grpcclient.InferRequestedOutput(output)],
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as exc:
+            error = classify(exc, self.model_name)
+            if isinstance(error, TransientError):
+                self.breaker.failed()
+            raise error from exc
+        values = result.as_numpy(output)
+        if values is None:
+            raise PoisonError(f"{self.model_name} returned no {output!r} output")
+        return values.astype(np.float32), str(result.get_response().model_version or "")
 
 
 class TritonClassifier(TritonModel):
