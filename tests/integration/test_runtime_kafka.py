@@ -61,7 +61,12 @@ def run(app: ServiceApp, stage: Stage[pb.SceneDiscovered]) -> threading.Thread:
     return thread
 
 
-def test_outputs_dlq_and_commits(stack: StackConfig, topics: tuple[str, str]) -> None:
+@pytest.mark.parametrize("grouped", [False, True])
+def test_outputs_dlq_and_commits(
+    stack: StackConfig, topics: tuple[str, str], grouped: bool
+) -> None:
+    """One by one, or each poll's events together (`process_many`): a poison event in
+    a group makes the group be handled again one by one, so only it goes to the DLQ."""
     source, target = topics
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     for tile in ("31UFS", "31UFT", "BAD", "31UGS"):
@@ -75,9 +80,17 @@ def test_outputs_dlq_and_commits(stack: StackConfig, topics: tuple[str, str]) ->
         out = pb.ObservationBatch(tile_id=event.tile_id)
         return [Output(target, event.tile_id.encode(), out)]
 
+    groups: list[int] = []
+
+    def forward_all(events: list[pb.SceneDiscovered]) -> list[list[Output]]:
+        groups.append(len(events))
+        return [forward(event) for event in events]
+
     settings = ServiceSettings(kafka_bootstrap=stack.kafka_bootstrap)
     app = ServiceApp("preprocess", settings, CollectorRegistry())
-    stage = Stage("preprocess", source, pb.SceneDiscovered, forward)
+    stage = Stage(
+        "preprocess", source, pb.SceneDiscovered, forward, forward_all if grouped else None
+    )
     thread = run(app, stage)
 
     outputs = read_all(stack.kafka_bootstrap, target, 3)
@@ -105,3 +118,5 @@ def test_outputs_dlq_and_commits(stack: StackConfig, topics: tuple[str, str]) ->
     ends = sum(check.end_offsets(partitions).values())
     check.close()
     assert committed == ends == 5
+    if grouped:  # the first poll holds several events, among them BAD: one by one then
+        assert groups and max(groups) > 1

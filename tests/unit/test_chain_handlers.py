@@ -19,7 +19,7 @@ from revisit_cli.demo_data import BANDS as DEMO_BANDS
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.payload import PayloadStore
-from revisit_inference.handler import handle_observation
+from revisit_inference.handler import handle_observation, handle_observations
 from revisit_models.lcz import Sen2LczDrop, load_keras_weights
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LczGrid
@@ -106,3 +106,45 @@ def test_observation_of_unknown_kind_is_poison(tmp_path: Path) -> None:
 def test_observation_of_a_kind_without_model_yet_is_skipped(tmp_path: Path) -> None:
     batch = pb.ObservationBatch(kind="parcel_pixels")
     assert handle_observation(batch, PayloadStore(tmp_path), InProcessLcz()) == []
+
+
+class CountingLcz(InProcessLcz):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], str]:
+        self.sizes.append(len(batch))
+        return super().predict(batch)
+
+
+def test_batches_of_one_poll_share_model_calls(
+    scenes: list[pb.SceneDiscovered], tmp_path: Path
+) -> None:
+    """The 12 passes' observations handled together: one model call for their 90
+    patches, and exactly the outputs of handling them one by one."""
+    store = PayloadStore(tmp_path)
+    observations = []
+    for scene in scenes:
+        (out,) = handle_scene(scene, store, LczGrid())
+        assert isinstance(out.event, pb.ObservationBatch)
+        observations.append(out.event)
+    alone, together = CountingLcz(), CountingLcz()
+    one_by_one = [handle_observation(b, store, alone) for b in observations]
+    grouped = handle_observations(observations, store, together)
+    assert together.sizes == [90] and len(alone.sizes) == 10
+    assert [len(outs) for outs in grouped] == [len(outs) for outs in one_by_one]
+    for (mine,), (theirs,) in zip(grouped, one_by_one, strict=True):
+        a, b = mine.event, theirs.event
+        assert isinstance(a, pb.PredictionBatch) and isinstance(b, pb.PredictionBatch)
+        assert (a.header.scene_id, a.aoi, a.no_valid_observation, a.model_name) == (
+            b.header.scene_id,
+            b.aoi,
+            b.no_valid_observation,
+            b.model_name,
+        )
+        assert [(p.entity_id, p.class_code) for p in a.predictions] == [
+            (p.entity_id, p.class_code) for p in b.predictions
+        ]
+        for p, q in zip(a.predictions, b.predictions, strict=True):
+            assert np.allclose(p.probabilities, q.probabilities, atol=1e-5)

@@ -52,12 +52,19 @@ class Output:
 
 @dataclass(frozen=True)
 class Stage(Generic[M]):
-    """A consuming stage: its input and the function that turns one event into outputs."""
+    """A consuming stage: its input and the function that turns one event into outputs.
+
+    With `process_many`, the events of one poll are handled together (one list of
+    outputs per event, in order), so that a stage can batch work across messages; if it
+    raises a PoisonError or fails unexpectedly, the events are handled again one by one
+    with `process`, which sends only the bad one to the DLQ.
+    """
 
     service: str
     input_topic: str
     event_type: type[M]
     process: Callable[[M], Sequence[Output]]
+    process_many: Callable[[list[M]], Sequence[Sequence[Output]]] | None = None
 
     @property
     def group_id(self) -> str:
@@ -194,22 +201,24 @@ class ServiceApp:
 
     def _poll_once(self, consumer: KafkaConsumer, stage: Stage[M]) -> None:
         polled = consumer.poll(timeout_ms=500)
-        futures: list[Any] = []
-        done: dict[TopicPartition, int] = {}
-        first: dict[TopicPartition, int] = {}
-        interrupted = False
-        for tp, records in polled.items():
-            first[tp] = records[0].offset
+        records = [record for tp_records in polled.values() for record in tp_records]
+        first = {tp: tp_records[0].offset for tp, tp_records in polled.items()}
+        self.metrics.consumed.labels(stage.input_topic).inc(len(records))
+        if stage.process_many is not None and len(records) > 1:
+            handled = self._handle_many(stage, records)
+        else:
+            handled = []
             for record in records:
-                self.metrics.consumed.labels(stage.input_topic).inc()
                 outputs = self._handle(stage, record)
                 if outputs is None:
-                    interrupted = True
                     break
-                futures += self.send(outputs)
-                done[tp] = record.offset + 1
-            if interrupted:
-                break
+                handled.append(outputs)
+        interrupted = len(handled) < len(records)
+        futures: list[Any] = []
+        done: dict[TopicPartition, int] = {}
+        for record, outputs in zip(records, handled, strict=False):
+            futures += self.send(outputs)
+            done[TopicPartition(record.topic, record.partition)] = record.offset + 1
         if not self.acknowledge(futures):
             # Nothing of this poll is committed: process it again from the start.
             for tp, offset in first.items():
@@ -226,9 +235,60 @@ class ServiceApp:
         if interrupted:
             self.stop.set()
 
+    def _handle_many(self, stage: Stage[M], records: list[Any]) -> list[Sequence[Output]]:
+        """Outputs of each record, the decodable ones handled together; a shorter list
+        (nothing) when stopping."""
+        assert stage.process_many is not None
+        outputs: dict[int, Sequence[Output]] = {}
+        events: list[tuple[int, M]] = []
+        for i, record in enumerate(records):
+            try:
+                events.append((i, decode(stage.event_type, record.value)))
+            except PoisonError as exc:
+                outputs[i] = self._poison(stage, record, self._where(record), exc)
+        backoff = self.backoff()
+        started = time.perf_counter()
+        while events:
+            try:
+                results = stage.process_many([event for _, event in events])
+                if len(results) != len(events):
+                    raise RuntimeError(f"{len(results)} results for {len(events)} events")
+                self.metrics.handler_seconds.observe(time.perf_counter() - started)
+                self.metrics.last_success.set_to_current_time()
+                self.state = "running"
+                outputs.update((i, result) for (i, _), result in zip(events, results, strict=True))
+                break
+            except TransientError as exc:
+                self.metrics.failed.labels("transient").inc()
+                self.state = "retrying"
+                log.warning(
+                    "%s: %d records from %s: transient failure, retrying: %s",
+                    self.service,
+                    len(events),
+                    self._where(records[events[0][0]]),
+                    exc,
+                )
+                if not backoff.wait():
+                    return []
+            except Exception as exc:  # noqa: BLE001 -- poison among them, or a bug: find which
+                log.warning(
+                    "%s: batch of %d failed (%s): one by one", self.service, len(events), exc
+                )
+                for i, _ in events:
+                    single = self._handle(stage, records[i])
+                    if single is None:
+                        return []
+                    outputs[i] = single
+                break
+        return [outputs[i] for i in range(len(records))]
+
+    @staticmethod
+    def _where(record: Any) -> str:
+        return f"{record.topic}[{record.partition}]@{record.offset}"
+
     def _handle(self, stage: Stage[M], record: Any) -> Sequence[Output] | None:
         """Outputs of one record (its DLQ record if it is poison); None when stopping."""
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        where = self._where(record)
         backoff = self.backoff()
         started = time.perf_counter()
         try:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
@@ -51,27 +52,71 @@ def handle_observation(
         return [_indicator(batch, store, i, m, p, drift) for i, m, p in served]
     if batch.kind != "lcz_patches":
         raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
-    out = _prediction_batch(batch, "lcz", lcz.model_name)
-    if batch.lcz_patches:
-        patches = store.get_array(batch.patches)
-        if len(patches) != len(batch.lcz_patches):
-            raise PoisonError(
-                f"{len(patches)} patches in {batch.patches.key!r}, "
-                f"{len(batch.lcz_patches)} described in the event"
+    if not batch.lcz_patches:
+        return [_lcz_output(batch, lcz.model_name, np.zeros((0, 17), np.float32), "")]
+    probabilities, version = lcz.predict(_lcz_patches(batch, store))
+    return [_lcz_output(batch, lcz.model_name, probabilities, version)]
+
+
+def handle_observations(
+    batches: list[pb.ObservationBatch],
+    store: PayloadStore,
+    lcz: Classifier,
+    crops: ServedModel | None = None,
+    drift: DriftMetrics | None = None,
+    bio: ServedModel | None = None,
+    land: ServedModel | None = None,
+) -> list[list[Output]]:
+    """The outputs of each batch, as `handle_observation` gives them; the LCZ patches of
+    all the batches go to the model together (one call, cut to its max batch and sent
+    concurrently), the other kinds one batch at a time."""
+    outputs: dict[int, list[Output]] = {}
+    patches: list[tuple[int, npt.NDArray[np.float32]]] = []
+    for i, batch in enumerate(batches):
+        if batch.kind == "lcz_patches" and batch.lcz_patches:
+            patches.append((i, _lcz_patches(batch, store)))
+        else:
+            outputs[i] = handle_observation(batch, store, lcz, crops, drift, bio, land)
+    if patches:
+        probabilities, version = lcz.predict(np.concatenate([p for _, p in patches]))
+        start = 0
+        for i, mine in patches:
+            part = probabilities[start : start + len(mine)]
+            outputs[i] = [_lcz_output(batches[i], lcz.model_name, part, version)]
+            start += len(mine)
+    return [outputs[i] for i in range(len(batches))]
+
+
+def _lcz_patches(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArray[np.float32]:
+    patches = store.get_array(batch.patches)
+    if len(patches) != len(batch.lcz_patches):
+        raise PoisonError(
+            f"{len(patches)} patches in {batch.patches.key!r}, "
+            f"{len(batch.lcz_patches)} described in the event"
+        )
+    return patches.astype(np.float32)
+
+
+def _lcz_output(
+    batch: pb.ObservationBatch,
+    model_name: str,
+    probabilities: npt.NDArray[np.float32],
+    version: str,
+) -> Output:
+    out = _prediction_batch(batch, "lcz", model_name)
+    out.model_version = version
+    for patch, probs in zip(batch.lcz_patches, probabilities, strict=True):
+        best = int(np.argmax(probs))
+        out.predictions.append(
+            pb.Prediction(
+                entity_id=patch.cell_id,
+                geometry_wkt=patch.cell_wkt,
+                class_code=best + 1,  # LCZ classes are numbered from 1
+                confidence=float(probs[best]),
+                probabilities=[float(p) for p in probs],
             )
-        probabilities, out.model_version = lcz.predict(patches.astype(np.float32))
-        for patch, probs in zip(batch.lcz_patches, probabilities, strict=True):
-            best = int(np.argmax(probs))
-            out.predictions.append(
-                pb.Prediction(
-                    entity_id=patch.cell_id,
-                    geometry_wkt=patch.cell_wkt,
-                    class_code=best + 1,  # LCZ classes are numbered from 1
-                    confidence=float(probs[best]),
-                    probabilities=[float(p) for p in probs],
-                )
-            )
-    return [Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)]
+        )
+    return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)
 
 
 def _indicator(

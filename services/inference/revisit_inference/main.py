@@ -11,7 +11,7 @@ from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
 from revisit_inference.drift import DriftMetrics
-from revisit_inference.handler import handle_observation
+from revisit_inference.handler import handle_observation, handle_observations
 from revisit_inference.served import ServedModel
 from revisit_inference.triton import TritonClassifier, TritonModel
 
@@ -23,6 +23,7 @@ class InferenceSettings(ServiceSettings):
     - ``REVISIT_LCZ_MODEL`` / ``REVISIT_LCZ_MODEL_VERSION``: the Triton model (empty
       version: the one Triton serves as latest).
     - ``REVISIT_TRITON_TIMEOUT_S``: per request.
+    - ``REVISIT_TRITON_CONCURRENCY``: requests of one call in flight at once [4].
     - ``REVISIT_CROP_MODEL`` / ``REVISIT_CROP_MODEL_VERSION``: the crop-type model of
       "parcels" AOIs (empty model: parcels are not predicted).
     - ``REVISIT_BIOPHYS_MODEL`` / ``REVISIT_BIOPHYS_MODEL_VERSION``: LAI, CCC, FCOVER of
@@ -37,6 +38,7 @@ class InferenceSettings(ServiceSettings):
     lcz_model: str = "lcz_sen2lcz_drop"
     lcz_model_version: str = ""
     triton_timeout_s: float = 30.0
+    triton_concurrency: int = 4
     crop_model: str = "psetae_s2"
     crop_model_version: str = ""
     biophys_model: str = "biophys_prosail"
@@ -68,6 +70,7 @@ def served_model(settings: InferenceSettings, name: str, version: str) -> Served
         version,
         max_batch=card.max_batch_size,
         timeout_s=settings.triton_timeout_s,
+        concurrency=settings.triton_concurrency,
     )
     return ServedModel(model, card)
 
@@ -85,6 +88,7 @@ def main() -> None:
         settings.lcz_model,
         settings.lcz_model_version,
         timeout_s=settings.triton_timeout_s,
+        concurrency=settings.triton_concurrency,
     )
     crops = served_model(settings, settings.crop_model, settings.crop_model_version)
     bio = served_model(settings, settings.biophys_model, settings.biophys_model_version)
@@ -96,6 +100,10 @@ def main() -> None:
             input_topic=OBSERVATIONS_TOPIC,
             event_type=pb.ObservationBatch,
             process=lambda batch: handle_observation(batch, store, lcz, crops, drift, bio, land),
+            # the LCZ patches of a poll's batches (up to REVISIT_MAX_POLL_RECORDS) together
+            process_many=lambda batches: handle_observations(
+                batches, store, lcz, crops, drift, bio, land
+            ),
         )
     )
 
