@@ -7,7 +7,8 @@ The output is deterministic, so building it twice gives the same catalog.
 
 The composites have no acquisition geometry of their own: each item carries the sun
 angles of its date at Sentinel-2's 10:30 mean local solar time over the cube's centre
-(`sun_angles`) and a nadir view, which the biophysical model needs.
+(`revisit_models.biophys.solar_angles`) and a nadir view, which the biophysical model
+needs.
 
 The demo's parcels (`demo_parcels`) are WorldCereal's cropland map of the cube,
 polygonised and cut by a 100 m grid: real field edges where the map has them, but not a
@@ -17,7 +18,6 @@ parcel register (there is no declared crop).
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from shapely.geometry import box, mapping, shape
 
 from revisit_cli.stack import REPO_ROOT
 from revisit_common.db.parcels import ParcelRecord
+from revisit_models.biophys import solar_angles
 from revisit_models.worldcereal import Cube, read_cropland
 from revisit_models.worldcereal import read_cube as read_worldcereal_cube
 
@@ -54,33 +55,6 @@ NODATA = 65535
 EPSG = 32631
 TILE = "31UFS"  # the Sentinel-2 MGRS tile that holds the cube (UTM 31N, 664 km E, 5612 km N)
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-
-
-def sun_angles(
-    when: datetime, lon: float, lat: float, solar_hour: float = 10.5
-) -> tuple[float, float]:
-    """(zenith, azimuth from north) in degrees of the sun on `when`'s day at the local
-    solar time `solar_hour` (NOAA's low-precision formulas: better than 0.5°)."""
-    gamma = 2 * math.pi / 365 * (when.timetuple().tm_yday - 1 + (solar_hour - lon / 15 - 12) / 24)
-    decl = (
-        0.006918
-        - 0.399912 * math.cos(gamma)
-        + 0.070257 * math.sin(gamma)
-        - 0.006758 * math.cos(2 * gamma)
-        + 0.000907 * math.sin(2 * gamma)
-        - 0.002697 * math.cos(3 * gamma)
-        + 0.00148 * math.sin(3 * gamma)
-    )
-    phi, hour_angle = math.radians(lat), math.radians(15 * (solar_hour - 12))
-    cos_zenith = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(
-        hour_angle
-    )
-    zenith = math.acos(cos_zenith)
-    cos_azimuth = (math.sin(decl) - math.sin(phi) * cos_zenith) / (math.cos(phi) * math.sin(zenith))
-    azimuth = math.degrees(math.acos(max(-1.0, min(1.0, cos_azimuth))))
-    if hour_angle > 0:  # afternoon: west of south
-        azimuth = 360 - azimuth
-    return math.degrees(zenith), azimuth
 
 
 def read_cube(path: Path = CUBE) -> Cube:
@@ -125,7 +99,7 @@ def build_catalog(out_dir: Path, cube_path: Path = CUBE, months: int | None = No
     )
     centre = footprint.centroid
     for t, date in enumerate(cube.dates[:months]):
-        zenith, azimuth = sun_angles(date, centre.x, centre.y)
+        zenith, azimuth = solar_angles(date.date(), centre.y)
         scene_id = f"WORLDCEREAL_S2_{TILE}_{date:%Y%m%d}_MONTHLY"
         item = pystac.Item(
             id=scene_id,

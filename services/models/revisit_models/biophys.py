@@ -440,8 +440,11 @@ class BiophysNet(nn.Module):
 # ----------------------------------------------------------------- WorldCereal
 
 
-def solar_zenith(day: date, latitude: float, solar_hour: float = OVERPASS_SOLAR_HOUR) -> float:
-    """Sun zenith (deg) at local solar time `solar_hour`; declination after Spencer (1971)."""
+def solar_angles(
+    day: date, latitude: float, solar_hour: float = OVERPASS_SOLAR_HOUR
+) -> tuple[float, float]:
+    """Sun zenith and azimuth from north (deg) at local solar time `solar_hour`;
+    declination after Spencer (1971), as in NOAA's low-precision formulas (≈ 0.5°)."""
     gamma = 2.0 * math.pi * (day.timetuple().tm_yday - 1) / 365.0
     declination = (
         0.006918
@@ -457,7 +460,19 @@ def solar_zenith(day: date, latitude: float, solar_hour: float = OVERPASS_SOLAR_
     cos_zenith = math.sin(phi) * math.sin(declination) + math.cos(phi) * math.cos(
         declination
     ) * math.cos(hour_angle)
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos_zenith))))
+    zenith = math.acos(max(-1.0, min(1.0, cos_zenith)))
+    cos_azimuth = (math.sin(declination) - math.sin(phi) * cos_zenith) / (
+        math.cos(phi) * math.sin(zenith)
+    )
+    azimuth = math.degrees(math.acos(max(-1.0, min(1.0, cos_azimuth))))
+    if hour_angle > 0:  # afternoon: west of south
+        azimuth = 360.0 - azimuth
+    return math.degrees(zenith), azimuth
+
+
+def solar_zenith(day: date, latitude: float, solar_hour: float = OVERPASS_SOLAR_HOUR) -> float:
+    """Sun zenith (deg) at local solar time `solar_hour`."""
+    return solar_angles(day, latitude, solar_hour)[0]
 
 
 @dataclass(frozen=True)
