@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import shapely
 from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.exc import ProgrammingError
 
 from revisit_catalog.handler import Subscription
 from revisit_catalog.registry import mark_published, record_scenes, save_subscriptions
@@ -270,3 +271,45 @@ def test_area_values_of_unknown_names_are_poison() -> None:
     batch.predictions.append(pb.Prediction(entity_id="x", values=[0.3]))
     with pytest.raises(PoisonError, match="unknown values"):
         rows_for(batch)
+
+
+def test_the_read_only_role_reads_and_cannot_write(stack: StackConfig, engine: Engine) -> None:
+    scene = _published(engine, AOI)
+    write(engine, rows_for(predictions(scene, [9, 14])))
+    reader = create_engine(stack.reader_database_url)
+    try:
+        with reader.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM lcz_latest")).scalar() == 2
+            assert conn.execute(text("SELECT count(*) FROM parcel_latest")).scalar() == 0
+        for statement in (
+            "INSERT INTO aoi (name, kind, geom) VALUES ('x', 'city', "
+            "ST_GeomFromText('POINT (5 50)', 4326))",
+            "UPDATE lcz_cell SET lcz_class = 1",
+            "DELETE FROM scene_processing",
+            "TRUNCATE lcz_cell",
+            "CREATE TABLE mine (id int)",
+            "DROP VIEW parcel_latest",
+        ):
+            with reader.begin() as conn, pytest.raises(ProgrammingError, match=r"denied|owner"):
+                conn.execute(text(statement))
+    finally:
+        reader.dispose()
+    with engine.connect() as conn:  # untouched
+        assert conn.execute(text("SELECT count(*) FROM lcz_cell")).scalar() == 2
+
+
+def test_the_services_role_writes_rows_but_not_the_schema(stack: StackConfig) -> None:
+    writer = create_engine(stack.writer_database_url)
+    try:
+        scene = _published(writer, AOI)  # the catalog's writes
+        write(writer, rows_for(predictions(scene, [9])))  # the store's, COPY included
+        for statement in ("CREATE TABLE mine (id int)", "DROP TABLE lcz_cell"):
+            with writer.begin() as conn, pytest.raises(ProgrammingError, match=r"denied|owner"):
+                conn.execute(text(statement))
+        with writer.connect() as conn:
+            supers = conn.execute(
+                text("SELECT rolname FROM pg_roles WHERE rolsuper AND rolname LIKE 'revisit%'")
+            ).all()
+        assert supers == []
+    finally:
+        writer.dispose()

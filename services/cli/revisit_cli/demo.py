@@ -190,7 +190,7 @@ def where_to_look(config: StackConfig, services: ServicesConfig) -> str:
     urls = "\n".join(f"  {e.name:<10} {e.metrics_url}" for e in endpoints(services))
     return (
         "Explore the results:\n"
-        f"  psql -h 127.0.0.1 -p {config.postgres_port} -U {config.postgres_user} "
+        f"  psql -h 127.0.0.1 -p {config.postgres_port} -U {config.postgres_reader} "
         f"{config.postgres_db} -c 'SELECT * FROM parcel_latest LIMIT 5'\n"
         "  (tables: lcz_cell, parcel_prediction, landcover_indicator; views: lcz_latest, "
         "parcel_latest)\n"

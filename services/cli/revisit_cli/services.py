@@ -77,7 +77,7 @@ def service_env(config: StackConfig, services: ServicesConfig, name: str) -> dic
         "PYTHONPATH": pythonpath(),
         "PYTHONUNBUFFERED": "1",
         "REVISIT_KAFKA_BOOTSTRAP": config.kafka_bootstrap,
-        "REVISIT_DATABASE_URL": config.database_url,
+        "REVISIT_DATABASE_URL": config.writer_database_url,  # not the schema owner
         "REVISIT_TRITON_GRPC_URL": config.triton_grpc_url,
         "REVISIT_MODEL_REPOSITORY": str(config.triton_model_repository),
         "REVISIT_PAYLOAD_DIR": str(config.state_dir / "payloads"),

@@ -56,7 +56,9 @@ class StackConfig(BaseSettings):
     postgres_port: int = 15432
     postgres_bin_dir: Path = Path("/usr/lib/postgresql/15/bin")
     postgres_db: str = "revisit"
-    postgres_user: str = "revisit"
+    postgres_user: str = "revisit"  # owns the schema: migrations only
+    postgres_writer: str = "revisit_writer"  # the services
+    postgres_reader: str = "revisit_reader"  # Grafana, analysts, QGIS
     triton_http_port: int = 18000
     triton_grpc_port: int = 18001
     triton_metrics_port: int = 18002
@@ -82,11 +84,22 @@ class StackConfig(BaseSettings):
 
     @property
     def database_url(self) -> str:
-        """SQLAlchemy URL (psycopg 3 driver) of the application database."""
-        return (
-            f"postgresql+psycopg://{self.postgres_user}@127.0.0.1:"
-            f"{self.postgres_port}/{self.postgres_db}"
-        )
+        """SQLAlchemy URL (psycopg 3 driver) of the application database, as the schema
+        owner (migrations, tests)."""
+        return self.database_url_as(self.postgres_user)
+
+    @property
+    def writer_database_url(self) -> str:
+        """As the services' role: reads and writes rows, changes no schema."""
+        return self.database_url_as(self.postgres_writer)
+
+    @property
+    def reader_database_url(self) -> str:
+        """As the read-only role of Grafana and analysts."""
+        return self.database_url_as(self.postgres_reader)
+
+    def database_url_as(self, user: str) -> str:
+        return f"postgresql+psycopg://{user}@127.0.0.1:{self.postgres_port}/{self.postgres_db}"
 
     @property
     def triton_grpc_url(self) -> str:

@@ -184,11 +184,19 @@ def is_ready(config: StackConfig) -> bool:
 
 
 def after_ready(config: StackConfig) -> None:
-    """Create the application role, its database and the PostGIS extension (idempotent)."""
+    """Create the roles (the schema's owner, the services' writer, the read-only
+    reader: none a superuser), the database and the PostGIS extension (idempotent). The
+    migrations grant the writer and the reader their rights on the tables."""
     user, db = config.postgres_user, config.postgres_db
     with _connect(config, SUPERUSER, "postgres") as conn:
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
+        for role in (user, config.postgres_writer, config.postgres_reader):
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                continue
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
+                    sql.Identifier(role)
+                )
+            )
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone() is None:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(
