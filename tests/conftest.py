@@ -140,10 +140,8 @@ def stack(shared_tmp: Path) -> Iterator[StackConfig]:
         down(config)
 
 
-@pytest.fixture
-def engine(stack: StackConfig) -> Iterator[Engine]:
-    """The stack's database with empty tables (the schema stays)."""
-    engine = create_engine(stack.database_url)
+def empty_tables(engine: Engine) -> None:
+    """Every row of every table gone, ids restarted (the schema stays)."""
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -151,6 +149,13 @@ def engine(stack: StackConfig) -> Iterator[Engine]:
                 "catalog_cursor, parcel, scene, aoi RESTART IDENTITY"
             )
         )
+
+
+@pytest.fixture
+def engine(stack: StackConfig) -> Iterator[Engine]:
+    """The stack's database with empty tables (the schema stays)."""
+    engine = create_engine(stack.database_url)
+    empty_tables(engine)
     yield engine
     engine.dispose()
 

@@ -31,7 +31,7 @@ from revisit_cli.demo_data import build_catalog
 from revisit_cli.services import SERVICES, ServicesConfig, start_services
 from revisit_cli.stack import ManagedProcess, StackConfig, up
 from revisit_common.events import PREDICTIONS_TOPIC
-from tests.conftest import consecutive_free_ports
+from tests.conftest import consecutive_free_ports, empty_tables
 
 pytestmark = pytest.mark.e2e
 
@@ -101,13 +101,7 @@ def stop_services(stack: StackConfig) -> None:
 def fresh_run(stack: StackConfig, engine: Engine, services: ServicesConfig) -> None:
     """Empty tables and payloads, the demo's AOIs and parcels, the services started."""
     stop_services(stack)
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "TRUNCATE lcz_cell, parcel_prediction, landcover_indicator, scene_processing, "
-                "catalog_cursor, parcel, scene, aoi RESTART IDENTITY"
-            )
-        )
+    empty_tables(engine)
     shutil.rmtree(stack.state_dir / "payloads", ignore_errors=True)
     prepare_database(stack.database_url, services)
     start_services(stack, services)

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pytest
 import torch
 
+from revisit_cli.stack import REPO_ROOT
 from revisit_common.cards import load_card
 from revisit_models.biophys import (
     ANGLES,
@@ -31,7 +32,7 @@ from revisit_models.biophys import (
     train_biophys,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 SRF_DIR = REPO / "data" / "pyrsr"
 WORLDCEREAL_DIR = REPO / "data" / "worldcereal"
 COMMITTED = REPO / "data" / "models" / "biophys_prosail" / "1"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from revisit_cli.stack import REPO_ROOT
 from revisit_common.cards import MODEL_FILE, ModelCard, TensorSpec, load_card
 from revisit_common.indicators import INDICATOR_CLASSES, area_fractions
 from revisit_models.artefact import save_model
@@ -28,7 +29,7 @@ from revisit_models.landcover import (
     year_slice,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 DATA = REPO / "data" / "eo-learn"
 COMMITTED = REPO / "data" / "models" / "landcover_tae" / "1"
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
-from revisit_cli.stack import StackConfig
+from revisit_cli.stack import StackConfig, command_database_url
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -22,10 +22,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     stack = StackConfig()
     overrides: dict[str, Any] = {}
-    if getattr(args, "database_url", None):
-        overrides["database_url"] = args.database_url
-    elif "REVISIT_DATABASE_URL" not in os.environ:
-        overrides["database_url"] = stack.database_url
+    overrides["database_url"] = command_database_url(getattr(args, "database_url", None))
     if getattr(args, "kafka", None):
         overrides["kafka_bootstrap"] = args.kafka
     elif "REVISIT_KAFKA_BOOTSTRAP" not in os.environ:

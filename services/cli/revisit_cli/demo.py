@@ -75,11 +75,11 @@ def prepare_database(database_url: str, services: ServicesConfig) -> list[str]:
     try:
         save_subscriptions(engine, subs)
         done = [f"AOIs: {', '.join(f'{s.aoi.name} ({s.aoi.kind})' for s in subs)}"]
-        parcels = demo_parcels()
-        for sub in subs:
-            if sub.aoi.kind == "parcels":
-                n = load_parcels(engine, sub.aoi.name, parcels)
-                done.append(f"parcels of {sub.aoi.name}: {n} (WorldCereal cropland map)")
+        parcel_aois = [s.aoi.name for s in subs if s.aoi.kind == "parcels"]
+        parcels = demo_parcels() if parcel_aois else []
+        for name in parcel_aois:
+            n = load_parcels(engine, name, parcels)
+            done.append(f"parcels of {name}: {n} (WorldCereal cropland map)")
     finally:
         engine.dispose()
     return done

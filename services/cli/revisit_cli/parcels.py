@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -23,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
+
+from revisit_cli.stack import command_database_url
 
 if TYPE_CHECKING:  # pyproj and the database models load when a command needs them
     from pyproj import CRS
@@ -332,14 +333,6 @@ def read_parcel_file(
     return records, report
 
 
-def _database_url(args: argparse.Namespace) -> str:
-    """--database-url, else REVISIT_DATABASE_URL, else the embedded stack's database."""
-    from revisit_cli.stack import StackConfig
-
-    url: str = args.database_url or os.environ.get("REVISIT_DATABASE_URL") or ""
-    return url or StackConfig().database_url
-
-
 def _counting(records: list[ParcelRecord], say: Callable[[str], None]) -> Iterator[ParcelRecord]:
     for i, record in enumerate(records):
         if i and i % PROGRESS_EVERY == 0:
@@ -382,7 +375,7 @@ def cmd_parcels(args: argparse.Namespace) -> int:
     if args.dry_run:
         say(f"would load {report.accepted} parcels into AOI {args.aoi!r} ({counts}): dry run")
         return 0
-    engine = create_engine(_database_url(args))
+    engine = create_engine(command_database_url(args.database_url))
     try:
         loaded = load_parcels(engine, args.aoi, _counting(records, say))
     except ParcelLoadError as exc:

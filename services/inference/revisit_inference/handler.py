@@ -38,24 +38,8 @@ def handle_observation(
     bio: ServedModel | None = None,
     land: ServedModel | None = None,
 ) -> list[Output]:
-    indicators: dict[str, list[tuple[str, ServedModel | None, Predict]]] = {
-        "parcel_pixels": [("crop_type", crops, predict_crops)],
-        "region_pixels": [
-            ("biophysics", bio, predict_biophysics),
-            ("land_cover", land, predict_land_cover),
-        ],
-    }
-    if batch.kind in indicators or batch.kind in NOT_SERVED_YET:
-        served = [(i, m, p) for i, m, p in indicators.get(batch.kind, []) if m is not None]
-        if not served:
-            log.info("inference: no model serves %s observations yet, skipped", batch.kind)
-        return [_indicator(batch, store, i, m, p, drift) for i, m, p in served]
-    if batch.kind != "lcz_patches":
-        raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
-    if not batch.lcz_patches:
-        return [_lcz_output(batch, lcz.model_name, np.zeros((0, 17), np.float32), "")]
-    probabilities, version = lcz.predict(_lcz_patches(batch, store))
-    return [_lcz_output(batch, lcz.model_name, probabilities, version)]
+    """The prediction batches of one observation batch (`handle_observations` of one)."""
+    return handle_observations([batch], store, lcz, crops, drift, bio, land)[0]
 
 
 def handle_observations(
@@ -67,27 +51,43 @@ def handle_observations(
     bio: ServedModel | None = None,
     land: ServedModel | None = None,
 ) -> list[list[Output]]:
-    """The outputs of each batch, as `handle_observation` gives them; the LCZ patches of
-    all the batches go to the model together (one call, cut to its max batch and sent
-    concurrently), the other kinds one batch at a time."""
+    """The outputs of each batch. The LCZ patches of all the batches go to the model
+    together (one call, cut to its max batch and sent concurrently); parcels and regions
+    one batch at a time (each is already a whole AOI or season)."""
+    indicators: dict[str, list[tuple[str, ServedModel | None, Predict]]] = {
+        "parcel_pixels": [("crop_type", crops, predict_crops)],
+        "region_pixels": [
+            ("biophysics", bio, predict_biophysics),
+            ("land_cover", land, predict_land_cover),
+        ],
+    }
     outputs: dict[int, list[Output]] = {}
     patches: list[tuple[int, npt.NDArray[np.float32]]] = []
     for i, batch in enumerate(batches):
-        if batch.kind == "lcz_patches" and batch.lcz_patches:
+        if batch.kind == "lcz_patches":
             patches.append((i, _lcz_patches(batch, store)))
+        elif batch.kind in indicators or batch.kind in NOT_SERVED_YET:
+            served = [(n, m, p) for n, m, p in indicators.get(batch.kind, []) if m is not None]
+            if not served:
+                log.info("inference: no model serves %s observations yet, skipped", batch.kind)
+            outputs[i] = [_indicator(batch, store, n, m, p, drift) for n, m, p in served]
         else:
-            outputs[i] = handle_observation(batch, store, lcz, crops, drift, bio, land)
-    if patches:
+            raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
+    if any(len(mine) for _, mine in patches):
         probabilities, version = lcz.predict(np.concatenate([p for _, p in patches]))
-        start = 0
-        for i, mine in patches:
-            part = probabilities[start : start + len(mine)]
-            outputs[i] = [_lcz_output(batches[i], lcz.model_name, part, version)]
-            start += len(mine)
+    else:  # only passes without a valid cell: no call
+        probabilities, version = np.zeros((0, 17), np.float32), ""
+    start = 0
+    for i, mine in patches:
+        part = probabilities[start : start + len(mine)]
+        outputs[i] = [_lcz_output(batches[i], lcz.model_name, part, version if len(mine) else "")]
+        start += len(mine)
     return [outputs[i] for i in range(len(batches))]
 
 
 def _lcz_patches(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArray[np.float32]:
+    if not batch.lcz_patches:  # no valid cell in this pass
+        return np.zeros((0, 10, 32, 32), np.float32)
     patches = store.get_array(batch.patches)
     if len(patches) != len(batch.lcz_patches):
         raise PoisonError(

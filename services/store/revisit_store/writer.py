@@ -52,10 +52,11 @@ def _set(columns: tuple[str, ...] | list[str]) -> str:
     return ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
 
 
-#: SQL that merges a staging table ``{stage}`` into a table (parameters ``%(aoi_id)s``,
-#: ``%(epsg)s``); for `landcover_indicator`, one per model, each updating its columns.
+#: Indicator -> the SQL that merges a staging table ``{stage}`` into its table
+#: (parameters ``%(aoi_id)s``, ``%(epsg)s``); the two indicators of
+#: `landcover_indicator` each update their own columns.
 MERGES = {
-    "lcz_cell": """
+    "lcz": """
         INSERT INTO lcz_cell (aoi_id, cell_id, acquired_at, scene_id, model_name,
             model_version, lcz_class, confidence, probabilities, geom)
         SELECT %(aoi_id)s, cell_id, acquired_at, scene_id, model_name, model_version,
@@ -66,7 +67,7 @@ MERGES = {
         """
     + _set(("scene_id", "lcz_class", "confidence", "probabilities", "geom")),
     # only parcels of the batch's AOI: fewer rows merged than staged is refused
-    "parcel_prediction": f"""
+    "crop_type": f"""
         INSERT INTO parcel_prediction ({", ".join(PARCEL_COLUMNS)})
         SELECT {", ".join(f"s.{c}" for c in PARCEL_COLUMNS)}
         FROM {{stage}} s JOIN parcel p ON p.id = s.parcel_id AND p.aoi_id = %(aoi_id)s
@@ -75,9 +76,12 @@ MERGES = {
         """
     + _set([c for c in PARCEL_COLUMNS[3:] if c not in ("model_name", "model_version")]),
 }
-for _model, _values in (("landcover", LANDCOVER_VALUES), ("biophys", BIOPHYS_VALUES)):
+for _indicator, _model, _values in (
+    ("land_cover", "landcover", LANDCOVER_VALUES),
+    ("biophysics", "biophys", BIOPHYS_VALUES),
+):
     _filled = [*_values.values(), f"{_model}_model", f"{_model}_model_version", "scene_id"]
-    MERGES[f"landcover_indicator/{_model}"] = f"""
+    MERGES[_indicator] = f"""
         INSERT INTO landcover_indicator (aoi_id, {", ".join(AREA_COLUMNS)})
         SELECT %(aoi_id)s, {", ".join(AREA_COLUMNS)} FROM {{stage}} ORDER BY area_key
         ON CONFLICT ON CONSTRAINT landcover_indicator_key DO UPDATE SET {_set(_filled)}
@@ -147,13 +151,6 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
         )
 
 
-def merge_sql(rows: StoreRows) -> str:
-    if rows.table == "landcover_indicator":
-        model = "landcover" if rows.outcome.indicator == "land_cover" else "biophys"
-        return MERGES[f"{rows.table}/{model}"]
-    return MERGES[rows.table]
-
-
 def _merge(conn: Connection, rows: StoreRows, aoi_id: int) -> int:
     """COPY the rows into a staging table, merge it; returns the rows merged."""
     name, columns = f"stage_{rows.table}", COLUMNS[rows.table]
@@ -166,5 +163,6 @@ def _merge(conn: Connection, rows: StoreRows, aoi_id: int) -> int:
             copy.set_types([TYPES[c] for c in columns])
             for row in rows.rows:
                 copy.write_row(row)
-        cur.execute(merge_sql(rows).format(stage=name), {"aoi_id": aoi_id, "epsg": rows.epsg})
+        merge = MERGES[rows.outcome.indicator].format(stage=name)
+        cur.execute(merge, {"aoi_id": aoi_id, "epsg": rows.epsg})
         return int(cur.rowcount)

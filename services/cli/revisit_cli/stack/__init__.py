@@ -5,7 +5,7 @@
 there (including services started with :class:`ManagedProcess`).
 """
 
-from .config import REPO_ROOT, StackConfig, free_port, free_ports
+from .config import REPO_ROOT, StackConfig, command_database_url, free_port, free_ports
 from .kafka import TopicSpec, ensure_topics, load_topics, partition_counts
 from .process import (
     ManagedProcess,
@@ -30,6 +30,7 @@ __all__ = [
     "StackConfig",
     "StackError",
     "TopicSpec",
+    "command_database_url",
     "down",
     "ensure_port_free",
     "ensure_topics",

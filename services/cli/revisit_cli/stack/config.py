@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from contextlib import ExitStack
@@ -111,6 +112,12 @@ class StackConfig(BaseSettings):
 
     def log_file(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
+
+
+def command_database_url(flag: str | None = None) -> str:
+    """The database a `revisit` command works on: its flag, else ``REVISIT_DATABASE_URL``,
+    else the embedded stack's (as the schema's owner)."""
+    return flag or os.environ.get("REVISIT_DATABASE_URL") or StackConfig().database_url
 
 
 def free_port() -> int:
