@@ -258,11 +258,14 @@ def test_items_published_late_appear_in_the_next_pages(api_of: StartServer) -> N
 
 def test_delay_makes_a_client_time_out(api_of: StartServer) -> None:
     api = api_of(SERIES)
-    api.delay_s = 0.3
-    # Client.open resets the timeout of a given stac_io to its own timeout argument
-    client = Client.open(api.url, timeout=0.1, stac_io=StacApiIO(max_retries=None))
+    # Client.open resets the timeout of a given stac_io to its own timeout argument. The
+    # margins are wide (2 s of delay against 0.5 s of timeout, then 30 s for the answer)
+    # because a loaded CI machine can take longer than 0.1 s to accept a connection.
+    client = Client.open(api.url, timeout=30, stac_io=StacApiIO(max_retries=None))
+    api.delay_s = 2.0
+    impatient = Client.open(api.url, timeout=0.5, stac_io=StacApiIO(max_retries=None))
     with pytest.raises(APIError, match=r"(?i)timed out"):
-        list(client.search().items())
+        list(impatient.search().items())
     api.delay_s = 0.0
     assert len(list(client.search().items())) == len(SERIES)
 
