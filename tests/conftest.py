@@ -146,7 +146,7 @@ def empty_tables(engine: Engine) -> None:
         conn.execute(
             text(
                 "TRUNCATE lcz_cell, parcel_prediction, landcover_indicator, scene_processing, "
-                "catalog_cursor, parcel, scene, aoi RESTART IDENTITY"
+                "catalog_cursor, parcel, scene, aoi, model_class, crop_class_map RESTART IDENTITY"
             )
         )
 

@@ -92,6 +92,24 @@ def test_migrations_go_down_and_up(stack: StackConfig) -> None:
     engine.dispose()
 
 
+def test_going_down_to_the_indicator_tables_and_up_again_keeps_their_rows(
+    stack: StackConfig, engine: Engine
+) -> None:
+    city, region = _published(engine, AOI), _published(engine, REGION_AOI)
+    write(engine, rows_for(predictions(city, [9, 14, 14, 6])))
+    for batch in area_batches(region):
+        write(engine, rows_for(batch))
+    tables = ("aoi", "scene", "scene_processing", "lcz_cell", "landcover_indicator")
+    before = {t: table_checksum(engine, t) for t in tables}
+    downgrade(stack.database_url, "0004")  # undoes the roles' grants, views and functions
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('lcz_share')")).scalar() is None
+    upgrade(stack.database_url)
+    assert {t: table_checksum(engine, t) for t in tables} == before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT sum(cells) FROM lcz_share")).scalar() == 4
+
+
 def test_replaying_a_batch_leaves_every_table_unchanged(engine: Engine) -> None:
     scene = scene_event()
     save_subscriptions(engine, [Subscription(AOI)])
@@ -210,6 +228,62 @@ def test_crop_predictions_are_stored_once_and_read_back_latest(engine: Engine) -
     assert tuple(status) == ("crop_type", "stored", 3)
 
 
+def test_parcels_whose_predicted_crop_disagrees_with_the_declared_one_are_flagged(
+    engine: Engine,
+) -> None:
+    scene = _published(engine, PARCELS_AOI)
+    square = "POLYGON ((5.32 50.63, 5.321 50.63, 5.321 50.631, 5.32 50.631, 5.32 50.63))"
+    declared = [" Maize ", "201", "999", None, "MAIZE"]  # predicted: maize, sorghum, other, ...
+    load_parcels(
+        engine,
+        PARCELS_AOI.name,
+        [ParcelRecord(f"lpis-{i}", shapely.from_wkt(square), d) for i, d in enumerate(declared)],
+    )
+    with engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
+        conn.execute(text("INSERT INTO crop_class_map VALUES ('201', 'maize')"))
+    write(engine, rows_for(crop_batch(scene, ids)))
+
+    def control(threshold: float | None) -> list[tuple[object, ...]]:
+        source = "parcel_control" if threshold is None else f"parcel_control_at({threshold})"
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT external_id, expected_class, class_name, flagged, ST_SRID(geom) "
+                    f"FROM {source} ORDER BY external_id"
+                )
+            )
+            return [tuple(r) for r in rows]
+
+    assert control(None) == [
+        ("lpis-0", "maize", "maize", False, 4326),  # agrees (case and blanks ignored)
+        ("lpis-1", "maize", "sorghum", True, 4326),  # register code mapped to maize
+        ("lpis-2", None, "other", False, 4326),  # a code the model cannot check
+        ("lpis-3", None, "maize", False, 4326),  # nothing declared
+        ("lpis-4", "maize", "sorghum", True, 4326),
+    ]
+    assert [r[3] for r in control(0.9)] == [False] * 5  # confidence 0.8 is under 0.9
+    with engine.connect() as conn:
+        classes = conn.execute(
+            text("SELECT class_code, class_name FROM model_class ORDER BY class_code")
+        ).all()
+    assert [tuple(c) for c in classes] == list(enumerate(CROPS))
+
+
+def test_lcz_shares_of_a_city_sum_to_one(engine: Engine) -> None:
+    scene = _published(engine, AOI)
+    write(engine, rows_for(predictions(scene, [9, 14, 14, 6])))
+    with engine.connect() as conn:
+        shares = conn.execute(
+            text("SELECT aoi_name, lcz_class, cells, share FROM lcz_share ORDER BY lcz_class")
+        ).all()
+    assert [tuple(r) for r in shares] == [
+        ("hesbaye-demo", 6, 1, 0.25),
+        ("hesbaye-demo", 9, 1, 0.25),
+        ("hesbaye-demo", 14, 2, 0.5),
+    ]
+
+
 def test_predictions_of_unknown_parcels_are_poison_and_write_nothing(engine: Engine) -> None:
     scene = _published(engine, PARCELS_AOI)
     with pytest.raises(PoisonError, match="name no entity"):
@@ -219,8 +293,8 @@ def test_predictions_of_unknown_parcels_are_poison_and_write_nothing(engine: Eng
         assert conn.execute(text("SELECT status FROM scene_processing")).scalar() == "discovered"
 
 
-def test_land_cover_and_biophysics_fill_one_row_per_pass(engine: Engine) -> None:
-    scene = _published(engine, REGION_AOI)
+def area_batches(scene: pb.SceneDiscovered) -> tuple[pb.PredictionBatch, pb.PredictionBatch]:
+    """The land-cover and the biophysics batch of a region's pass."""
     land = pb.PredictionBatch(
         header=scene.header,
         aoi=REGION_AOI,
@@ -242,6 +316,11 @@ def test_land_cover_and_biophysics_fill_one_row_per_pass(engine: Engine) -> None
     bio.predictions.append(
         pb.Prediction(entity_id=REGION_AOI.name, values=[2.0, 1.0, 0.5, 2.1, 0.9, 0.4, 0.95])
     )
+    return land, bio
+
+
+def test_land_cover_and_biophysics_fill_one_row_per_pass(engine: Engine) -> None:
+    land, bio = area_batches(_published(engine, REGION_AOI))
     for batch in (bio, land, bio):  # either order, replays included
         write(engine, rows_for(batch))
     with engine.connect() as conn:

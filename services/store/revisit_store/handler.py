@@ -90,6 +90,8 @@ class StoreRows:
     table: str = ""  # the indicator's table; empty when there is no row to write
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     epsg: int = 0
+    #: (model name, model version, class code, class name) of a crop model's classes
+    classes: list[tuple[str, str, int, str]] = field(default_factory=list)
 
     def column(self, name: str) -> list[Any]:
         i = COLUMNS[self.table].index(name)
@@ -120,7 +122,12 @@ def rows_for(batch: pb.PredictionBatch) -> StoreRows:
         acquired_at=acquired,
         discovered_at=to_datetime(batch.header.discovered_at),
     )
-    return StoreRows(outcome, table if rows else "", rows, batch.epsg)
+    classes = (
+        [(batch.model_name, batch.model_version, i, c) for i, c in enumerate(batch.classes)]
+        if batch.indicator == "crop_type" and rows
+        else []
+    )
+    return StoreRows(outcome, table if rows else "", rows, batch.epsg, classes)
 
 
 def _lcz_rows(batch: pb.PredictionBatch, acquired: datetime) -> list[tuple[Any, ...]]:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from revisit_common.db.errors import database_errors
-from revisit_common.db.models import Aoi, SceneProcessing
+from revisit_common.db.models import Aoi, ModelClass, SceneProcessing
 from revisit_common.errors import PoisonError
 from revisit_common.metrics import AGE_BUCKETS, LATENCY_BUCKETS
 from revisit_store.handler import (
@@ -119,6 +119,12 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
                     f"{len(rows.rows) - merged} of {len(rows.rows)} {outcome.indicator} rows "
                     f"name no entity of AOI {outcome.aoi_name!r} (unknown parcel ids?)"
                 )
+        if rows.classes:
+            names = ("model_name", "model_version", "class_code", "class_name")
+            known = insert(ModelClass).values(
+                [dict(zip(names, c, strict=True)) for c in rows.classes]
+            )
+            conn.execute(known.on_conflict_do_nothing())
         completed = datetime.now(UTC)
         status = insert(SceneProcessing).values(
             scene_id=outcome.scene_id,

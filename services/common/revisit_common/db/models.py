@@ -12,6 +12,11 @@
 - ``parcel_prediction``: crop type of a parcel per season, pass and model (the history);
   ``parcel_latest`` (view): each parcel's latest prediction of each season.
 - ``landcover_indicator``: land-cover fractions and biophysical means of an area per pass.
+- ``model_class``: the classes of each crop model version, filled by the store.
+- ``crop_class_map``: the crop model's class of a declared crop code; it feeds
+  ``parcel_control`` (view) and ``parcel_control_at(min_confidence)`` (function), which
+  flag parcels whose predicted crop disagrees with the declared one.
+- ``lcz_share`` (view): the share of each Local Climate Zone in a city AOI.
 """
 
 from __future__ import annotations
@@ -236,3 +241,23 @@ class LandcoverIndicator(Base):
         UniqueConstraint("aoi_id", "area_key", "acquired_at", name="landcover_indicator_key"),
         Index("landcover_indicator_acquired_at", "acquired_at"),
     )
+
+
+class CropClassMap(Base):
+    """The class of the crop model that a declared crop code stands for."""
+
+    __tablename__ = "crop_class_map"
+
+    declared_crop: Mapped[str] = mapped_column(Text, primary_key=True)
+    class_name: Mapped[str] = mapped_column(Text)
+
+
+class ModelClass(Base):
+    """A class of a crop model version, as named in its prediction batches."""
+
+    __tablename__ = "model_class"
+
+    model_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    model_version: Mapped[str] = mapped_column(Text, primary_key=True)
+    class_code: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    class_name: Mapped[str] = mapped_column(Text)
