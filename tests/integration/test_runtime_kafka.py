@@ -4,17 +4,20 @@ poison to the DLQ with its reason, nothing lost across a restart of the consumer
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CoordinatorNotAvailableError, NotCoordinatorError
 from prometheus_client import CollectorRegistry
 
 from revisit_cli.stack import StackConfig, TopicSpec, ensure_topics
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.events import dlq_topic, now, root_header
+from revisit_common.lag import group_lag, offsets_reader
 from revisit_common.runtime import Output, ServiceApp, Stage
 from revisit_common.settings import ServiceSettings
 
@@ -120,3 +123,55 @@ def test_outputs_dlq_and_commits(
     assert committed == ends == 5
     if grouped:  # the first poll holds several events, among them BAD: one by one then
         assert groups and max(groups) > 1
+
+
+def test_lag_is_read_from_the_broker_and_falls_to_zero_once_committed(
+    stack: StackConfig, topics: tuple[str, str]
+) -> None:
+    source, _ = topics
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    for i in range(7):
+        producer.send(source, key=f"k{i}".encode(), value=scene(f"T{i}"), partition=i % 2)
+    producer.flush()
+    stage_name = f"lag-{uuid.uuid4().hex[:8]}"
+    offsets = offsets_reader(stack.kafka_bootstrap, f"revisit-{stage_name}")
+
+    def lag_becomes(expected: dict[int, int]) -> None:
+        deadline, lag = time.monotonic() + 60, None
+        while lag != expected:
+            assert time.monotonic() < deadline, lag
+            try:
+                lag = group_lag(offsets, source)
+            except (
+                CoordinatorNotAvailableError,
+                NotCoordinatorError,
+            ):  # a fresh broker makes its offsets topic
+                time.sleep(0.5)
+
+    lag_becomes({0: 4, 1: 3})  # nothing committed
+
+    registry = CollectorRegistry()
+    app = ServiceApp("lagtest", ServiceSettings(kafka_bootstrap=stack.kafka_bootstrap), registry)
+    seen = threading.Event()
+
+    def count(event: pb.SceneDiscovered) -> list[Output]:
+        if event.tile_id == "T6":
+            seen.set()
+        return []
+
+    thread = run(app, Stage(stage_name, source, pb.SceneDiscovered, count))
+    assert seen.wait(60)
+    lag_becomes({0: 0, 1: 0})
+    deadline = time.monotonic() + 60
+    # the service's own monitor publishes the same, per partition
+    while (
+        registry.get_sample_value(
+            "revisit_lagtest_consumer_lag_messages", {"topic": source, "partition": "1"}
+        )
+        != 0
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    app.stop.set()
+    thread.join(30)
+    offsets.close()

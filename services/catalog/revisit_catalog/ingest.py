@@ -25,7 +25,7 @@ from revisit_catalog.registry import (
 )
 from revisit_catalog.sources import Source
 from revisit_common.errors import TransientError
-from revisit_common.events import SCENES_TOPIC, now
+from revisit_common.events import SCENES_TOPIC, dlq_topic, now
 from revisit_common.runtime import Output, ServiceApp
 
 log = logging.getLogger("revisit_catalog")
@@ -70,6 +70,7 @@ class Ingest:
         self.engine = engine
         self.source = source
         self.metrics = CatalogMetrics(app.registry)
+        app.metrics.topics(produced=(SCENES_TOPIC,), dlq=dlq_topic(SCENES_TOPIC))
 
     def window(
         self, sub: Subscription, collection: str, start: datetime, end: datetime

@@ -50,8 +50,27 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            f"{prefix}_consumer_lag_messages",
+            "Messages of the input topic not yet committed by the service's group, per "
+            "partition, as the broker sees it.",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.last_success = Gauge(
             f"{prefix}_last_success_timestamp_seconds",
             "When a message was last processed successfully.",
             registry=registry,
         )
+        for kind in ("poison", "transient", "unexpected"):
+            self.failed.labels(kind)  # every series exists from the start, at 0
+
+    def topics(self, consumed: str = "", produced: tuple[str, ...] = (), dlq: str = "") -> None:
+        """Start the series of the service's topics at 0, so that rates and alerts see
+        them before the first message."""
+        if consumed:
+            self.consumed.labels(consumed)
+        for topic in produced:
+            self.produced.labels(topic)
+        if dlq:
+            self.dead_lettered.labels(dlq)

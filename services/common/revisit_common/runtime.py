@@ -30,6 +30,7 @@ from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError, TransientError
 from revisit_common.events import decode, dlq_topic, now, timestamp
 from revisit_common.health import serve
+from revisit_common.lag import LagMonitor
 from revisit_common.metrics import ServiceMetrics
 from revisit_common.settings import ServiceSettings
 
@@ -182,7 +183,15 @@ class ServiceApp:
             )
         )
         self.state = "running"
+        self.metrics.topics(consumed=stage.input_topic, dlq=dlq_topic(stage.input_topic))
         log.info("%s: consuming %s as %s", self.service, stage.input_topic, stage.group_id)
+        LagMonitor(
+            self.settings.kafka_bootstrap,
+            stage.group_id,
+            stage.input_topic,
+            self.metrics.consumer_lag,
+            self.stop,
+        ).start()
         try:
             while not self.stop.is_set():
                 self._poll_once(consumer, stage)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from revisit_common import events_pb2 as pb
 from revisit_common.cards import load_card
-from revisit_common.events import OBSERVATIONS_TOPIC
+from revisit_common.events import OBSERVATIONS_TOPIC, PREDICTIONS_TOPIC
 from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
@@ -94,6 +94,7 @@ def main() -> None:
     bio = served_model(settings, settings.biophys_model, settings.biophys_model_version)
     land = served_model(settings, settings.landcover_model, settings.landcover_model_version)
     drift = DriftMetrics()
+    app.metrics.topics(produced=(PREDICTIONS_TOPIC,))
     app.consume(
         Stage(
             service="inference",

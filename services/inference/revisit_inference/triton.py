@@ -11,10 +11,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc as grpcclient
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 from tritonclient.utils import InferenceServerException
 
 from revisit_common.errors import PoisonError, TransientError
+from revisit_common.metrics import LATENCY_BUCKETS
 
 LCZ_INPUT = "patches"
 LCZ_OUTPUT = "probabilities"
@@ -36,6 +37,20 @@ CIRCUIT_OPEN = Gauge(
     ["model"],
 )
 
+REQUEST_SECONDS = Histogram(
+    "revisit_inference_triton_request_duration_seconds",
+    "Time of one Triton request seen from the client (encoding, network, queue, compute), "
+    "answered or failed.",
+    ["model"],
+    buckets=(0.005, 0.01, 0.025, *LATENCY_BUCKETS),
+)
+REQUEST_ITEMS = Histogram(
+    "revisit_inference_triton_request_items",
+    "Items (patches, parcels, pixels) in one Triton request: the batch size sent.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536),
+)
+
 
 class CircuitBreaker:
     """After `threshold` failures in a row, refuse calls for `cooldown_s` (fail fast, so
@@ -52,6 +67,7 @@ class CircuitBreaker:
         self.name, self.threshold, self.cooldown_s, self.clock = name, threshold, cooldown_s, clock
         self.failures, self.open_until = 0, 0.0
         self._lock = Lock()
+        CIRCUIT_OPEN.labels(name).set(0)
 
     def before(self) -> None:
         wait = self.open_until - self.clock()
@@ -138,6 +154,8 @@ class TritonModel:
             tensor = grpcclient.InferInput(name, list(chunk.shape), "FP32")
             tensor.set_data_from_numpy(chunk)
             tensors.append(tensor)
+        REQUEST_ITEMS.labels(self.model_name).observe(len(chunk))
+        started = time.perf_counter()
         try:
             result = self.client.infer(
                 self.model_name,
@@ -151,6 +169,8 @@ class TritonModel:
             if isinstance(error, TransientError):
                 self.breaker.failed()
             raise error from exc
+        finally:
+            REQUEST_SECONDS.labels(self.model_name).observe(time.perf_counter() - started)
         values = result.as_numpy(output)
         if values is None:
             raise PoisonError(f"{self.model_name} returned no {output!r} output")

@@ -7,7 +7,7 @@ from sqlalchemy import Engine, create_engine
 from revisit_common import events_pb2 as pb
 from revisit_common.db.errors import database_errors
 from revisit_common.db.parcels import parcels_in
-from revisit_common.events import SCENES_TOPIC
+from revisit_common.events import OBSERVATIONS_TOPIC, SCENES_TOPIC
 from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
@@ -56,6 +56,7 @@ def main() -> None:
     )
     parcels = database_parcels(create_engine(settings.database_url, pool_pre_ping=True))
     pixel_sets = PixelSetConfig(settings.parcel_pixels, settings.parcel_block_px)
+    app.metrics.topics(produced=(OBSERVATIONS_TOPIC,))
     app.consume(
         Stage(
             service="preprocess",

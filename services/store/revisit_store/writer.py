@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, Histogram
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from revisit_common.db.errors import database_errors
-from revisit_common.db.models import Aoi, ModelClass, SceneProcessing
+from revisit_common.db.models import Aoi, ModelClass, Scene, SceneProcessing
 from revisit_common.errors import PoisonError
 from revisit_common.metrics import AGE_BUCKETS, LATENCY_BUCKETS
 from revisit_store.handler import (
@@ -104,6 +104,34 @@ class StoreMetrics:
             buckets=AGE_BUCKETS,
             registry=registry,
         )
+        self.last_pass = Gauge(
+            "revisit_store_last_pass_timestamp_seconds",
+            "Sensing time of the latest pass of an AOI whose indicator is complete (stored, "
+            "or no valid observation); filled from the database at start-up.",
+            ["aoi", "indicator"],
+            registry=registry,
+        )
+        self._last: dict[tuple[str, str], float] = {}
+
+    def passed(self, aoi: str, indicator: str, acquired: datetime) -> None:
+        """A pass is complete: the gauge keeps the latest (replays of old ones leave it)."""
+        key, seconds = (aoi, indicator), acquired.timestamp()
+        if seconds > self._last.get(key, float("-inf")):
+            self._last[key] = seconds
+            self.last_pass.labels(aoi, indicator).set(seconds)
+
+    def load_last_passes(self, engine: Engine) -> None:
+        """The latest complete pass of every AOI and indicator, as the database has it."""
+        query = (
+            select(Aoi.name, SceneProcessing.indicator, func.max(Scene.acquired_at))
+            .join(Aoi, Aoi.id == SceneProcessing.aoi_id)
+            .join(Scene, Scene.id == SceneProcessing.scene_id)
+            .where(SceneProcessing.completed_at.is_not(None))
+            .group_by(Aoi.name, SceneProcessing.indicator)
+        )
+        with database_errors(), engine.connect() as conn:
+            for aoi, indicator, acquired in conn.execute(query):
+                self.passed(aoi, indicator, acquired)
 
 
 def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) -> None:
@@ -155,6 +183,7 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
         metrics.from_acquisition.labels(outcome.indicator).observe(
             (completed - outcome.acquired_at).total_seconds()
         )
+        metrics.passed(outcome.aoi_name, outcome.indicator, outcome.acquired_at)
 
 
 def _merge(conn: Connection, rows: StoreRows, aoi_id: int) -> int:
