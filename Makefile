@@ -7,6 +7,8 @@ SERVICE_DIRS := common models catalog preprocess inference store cli
 export PYTHONPATH := $(subst $(eval) ,:,$(addprefix $(CURDIR)/services/,$(SERVICE_DIRS)))
 export REVISIT_CACHE_DIR := $(CACHE_DIR)
 REVISIT := $(PY) -m revisit_cli
+#: Python checked by ruff: the services, tests and the generators of proto, docker, k8s, Grafana
+PY_SOURCES := services tests proto docker k8s infra/grafana
 
 .PHONY: help install demo down status test test-fast lint format typecheck rules proto bench lock
 
@@ -34,12 +36,12 @@ test-fast: install ## unit tests only (no Kafka, PostgreSQL or Triton)
 	$(PY) -m pytest -m "not integration and not e2e"
 
 lint: install ## ruff format check and lint
-	$(VENV)/bin/ruff format --check services tests proto
-	$(VENV)/bin/ruff check services tests proto
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	$(VENV)/bin/ruff check $(PY_SOURCES)
 
 format: install ## ruff format and autofix
-	$(VENV)/bin/ruff format services tests proto
-	$(VENV)/bin/ruff check --fix services tests proto
+	$(VENV)/bin/ruff format $(PY_SOURCES)
+	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
 
 rules: install ## promtool: check the Prometheus rules and run their unit tests
 	promtool check rules infra/prometheus/rules/*.yml
