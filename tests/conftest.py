@@ -123,6 +123,8 @@ def stack_config_on_free_ports(state_dir: Path, **settings: object) -> StackConf
         "triton_http",
         "triton_grpc",
         "triton_metrics",
+        "prometheus",
+        "postgres_exporter",
     )
     ports = {f"{name}_port": port for name, port in zip(names, free_ports(len(names)), strict=True)}
     return StackConfig(state_dir=state_dir, **ports, **settings)  # type: ignore[arg-type]

@@ -13,12 +13,16 @@ region), which gives the four indicators: LCZ, crop type, land cover, biophysics
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +36,7 @@ from revisit_cli.services import SERVICES, ServicesConfig, start_services
 from revisit_cli.stack import ManagedProcess, StackConfig, up
 from revisit_common.events import PREDICTIONS_TOPIC
 from tests.conftest import consecutive_free_ports, empty_tables
+from tests.grafana import dashboard_exprs, dashboard_metric_names, rule_metric_names
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +116,42 @@ def fresh_run(stack: StackConfig, engine: Engine, services: ServicesConfig) -> N
 class Run:
     checksums: dict[str, tuple[int, str]]
     dead_letters: int
+    series: dict[str, int]  # metric name of a dashboard or rule -> series in Prometheus
+    panels: list[tuple[str, str, str, int]]  # dashboard, panel, expr, series it returned
+
+
+def prometheus_series(stack: StackConfig, query: str) -> int:
+    """How many series an instant query returns on the stack's Prometheus."""
+    url = f"{stack.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer = json.loads(response.read())
+    assert answer["status"] == "success", (query, answer)
+    result = answer["data"]["result"]
+    return len(result) if isinstance(result, list) else 1
+
+
+#: Grafana's interval variables, as a dashboard over the last hour would set them.
+GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+
+
+def panel_query(expr: str) -> str:
+    for variable, value in GRAFANA_INTERVALS.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def scraped(stack: StackConfig, timeout_s: float = 120) -> tuple[dict[str, int], list[Any]]:
+    """Every metric name of the dashboards and rules, and every dashboard query, as the
+    stack's Prometheus answers them once it has scraped the demo run (or the timeout)."""
+    names = sorted(dashboard_metric_names() | rule_metric_names(include_recorded=True))
+    exprs = [e for e in dashboard_exprs() if e[2]]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        series = {n: prometheus_series(stack, f'count({{__name__="{n}"}})') for n in names}
+        panels = [(d, t, e, prometheus_series(stack, panel_query(e))) for d, t, e in exprs]
+        if (all(series.values()) and all(p[3] for p in panels)) or time.monotonic() > deadline:
+            return series, panels
+        time.sleep(5)
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +170,12 @@ def undisturbed(
     try:
         wait_until(lambda: completed(engine) == PASSES * INDICATORS, 300, "every pass stored")
         check_indicators(engine, lcz_parity)
+        series, panels = scraped(stack)
         before = checksums(engine)
         replay_store(stack, services)
         assert checksums(engine) == before
         assert dead_letters(stack.kafka_bootstrap) == letters
-        yield Run(before, letters)
+        yield Run(before, letters, series, panels)
     finally:
         stop_services(stack)
         engine.dispose()
@@ -228,6 +270,17 @@ def test_four_indicators_end_to_end(undisturbed: Run) -> None:
     counts = {table: n for table, (n, _) in undisturbed.checksums.items()}
     print(f"\nundisturbed run: {counts}")
     assert counts["scene_processing"] == PASSES * INDICATORS
+
+
+def test_every_dashboard_and_rule_metric_has_series_on_the_demo_run(undisturbed: Run) -> None:
+    print("\nmetric name: series in Prometheus after the demo run")
+    for name, count in undisturbed.series.items():
+        print(f"  {name}: {count}")
+    print("dashboard | panel | series its query returned")
+    for dashboard, title, _, count in undisturbed.panels:
+        print(f"  {dashboard} | {title} | {count}")
+    assert [n for n, count in undisturbed.series.items() if not count] == []
+    assert [p[:3] for p in undisturbed.panels if not p[3]] == []
 
 
 def test_triton_restarted_mid_run_gives_identical_results(

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from revisit_cli.stack import REPO_ROOT, ManagedProcess, StackConfig, StackError
+from revisit_cli.stack.prometheus import write_targets
 
 #: Service name -> Python module; the order is the start order (sinks first).
 SERVICES = {
@@ -108,6 +109,13 @@ def start_services(
     """Start the services not running yet; wait for their /healthz. Seconds per service."""
     times: dict[str, float] = {}
     by_name = {e.name: e for e in endpoints(services)}
+    write_targets(
+        config,
+        {
+            e.name: e.metrics_url.removeprefix("http://").removesuffix("/metrics")
+            for e in by_name.values()
+        },
+    )
     for name in names:
         proc = ManagedProcess(
             name,

@@ -42,6 +42,9 @@ class StackConfig(BaseSettings):
     - ``REVISIT_TRITON_HTTP_PORT`` [18000], ``REVISIT_TRITON_GRPC_PORT`` [18001],
       ``REVISIT_TRITON_METRICS_PORT`` [18002]: Triton endpoints on 127.0.0.1
     - ``REVISIT_TRITON_MODEL_REPOSITORY``: model repository [<repo>/infra/triton/models]
+    - ``REVISIT_PROMETHEUS_PORT`` [19090], ``REVISIT_PROMETHEUS_SCRAPE_INTERVAL_S`` [5]:
+      Prometheus on 127.0.0.1, scraping the stack and the services
+    - ``REVISIT_POSTGRES_EXPORTER_PORT``: the PostgreSQL exporter's ``/metrics`` [19187]
     - ``REVISIT_PYTHON``: interpreter of the venv holding nvidia-pytriton [sys.executable]
     - ``REVISIT_STARTUP_TIMEOUT_S``: how long ``up`` waits for each component [120]
     """
@@ -64,6 +67,9 @@ class StackConfig(BaseSettings):
     triton_grpc_port: int = 18001
     triton_metrics_port: int = 18002
     triton_model_repository: Path = REPO_ROOT / "infra" / "triton" / "models"
+    prometheus_port: int = 19090
+    prometheus_scrape_interval_s: float = 5.0
+    postgres_exporter_port: int = 19187
     python: Path = Path(sys.executable)
     startup_timeout_s: float = 120.0
 
@@ -101,6 +107,10 @@ class StackConfig(BaseSettings):
 
     def database_url_as(self, user: str) -> str:
         return f"postgresql+psycopg://{user}@127.0.0.1:{self.postgres_port}/{self.postgres_db}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
 
     @property
     def triton_grpc_url(self) -> str:

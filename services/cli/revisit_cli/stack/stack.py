@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import kafka, postgres, triton
+from . import kafka, postgres, prometheus, triton
 from .config import StackConfig
 from .process import ManagedProcess, StackError, managed_names, tail
 
@@ -18,9 +18,15 @@ log = logging.getLogger("revisit.stack")
 
 Progress = Callable[[str], None]
 
-COMPONENTS: tuple[str, ...] = ("postgres", "kafka", "triton")
+COMPONENTS: tuple[str, ...] = ("postgres", "kafka", "triton", "postgres-exporter", "prometheus")
 # Services (anything else with a pid file) stop first; postgres, which they write to, last.
-_INFRA_STOP_ORDER: tuple[str, ...] = ("triton", "kafka", "postgres")
+_INFRA_STOP_ORDER: tuple[str, ...] = (
+    "prometheus",
+    "postgres-exporter",
+    "triton",
+    "kafka",
+    "postgres",
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,22 @@ _REGISTRY: dict[str, _Component] = {
         after_ready=None,
         is_healthy=triton.is_healthy,
         port=lambda c: c.triton_http_port,
+    ),
+    "postgres-exporter": _Component(
+        name="postgres-exporter",
+        start=prometheus.start_exporter,
+        is_ready=prometheus.exporter_is_healthy,
+        after_ready=None,
+        is_healthy=prometheus.exporter_is_healthy,
+        port=lambda c: c.postgres_exporter_port,
+    ),
+    "prometheus": _Component(
+        name="prometheus",
+        start=prometheus.start,
+        is_ready=prometheus.is_healthy,
+        after_ready=None,
+        is_healthy=prometheus.is_healthy,
+        port=lambda c: c.prometheus_port,
     ),
 }
 
