@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pystac
+from shapely.errors import ShapelyError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
@@ -228,7 +229,7 @@ def footprint(item: pystac.Item) -> BaseGeometry:
         raise PoisonError(f"item {item.id}: no geometry")
     try:
         geom = shape(item.geometry)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, ShapelyError) as exc:
         raise PoisonError(f"item {item.id}: unreadable geometry: {exc}") from exc
     if geom.is_empty or not geom.is_valid:
         raise PoisonError(f"item {item.id}: invalid or empty geometry")
@@ -344,8 +345,23 @@ def version_of(event: pb.SceneDiscovered) -> Version:
     return version(event.processing_baseline, produced)
 
 
+#: What reading a field of the wrong type or value raises (a cloud cover of "n/a", a
+#: `created` time that does not fit in UTC, an orbit number beyond int32...).
+_MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+
+
 def map_item(item: pystac.Item, discovered_at: datetime, source: str = "") -> MappedItem:
-    """The scene event of one item (no AOI yet); PoisonError names what the item lacks."""
+    """The scene event of one item (no AOI yet); PoisonError names what the item lacks,
+    or the field it could not read."""
+    try:
+        return _map_item(item, discovered_at, source)
+    except _MALFORMED as exc:
+        raise PoisonError(
+            f"item {item.id}: malformed metadata ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _map_item(item: pystac.Item, discovered_at: datetime, source: str) -> MappedItem:
     sensor = sensor_of(item)
     if item.datetime is None:
         raise PoisonError(f"item {item.id}: no datetime")

@@ -16,7 +16,7 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import RasterioError, WindowError
 from rasterio.windows import Window, from_bounds
 from shapely import wkt as shapely_wkt
 from shapely.geometry.base import BaseGeometry
@@ -74,8 +74,15 @@ def snapped_window(
 ) -> Window | None:
     """The window covering the AOI, its origin snapped to multiples of `step` pixels from
     the raster origin (so patch grids are the same for every pass over a tile), clipped to
-    the raster. None when the AOI does not overlap the raster."""
-    win = from_bounds(*aoi_bounds, transform=transform)
+    the raster. None when the AOI does not overlap the raster; PoisonError when its
+    bounds are not finite (an AOI far outside the area of the raster's CRS) or the raster
+    is not north-up."""
+    if not all(map(math.isfinite, aoi_bounds)):
+        raise PoisonError(f"the AOI does not project into the raster's CRS: bounds {aoi_bounds}")
+    try:
+        win = from_bounds(*aoi_bounds, transform=transform)
+    except WindowError as exc:
+        raise PoisonError(f"raster grid {tuple(transform)[:6]} is not north-up: {exc}") from exc
     col0 = max(0, math.floor(win.col_off / step) * step)
     row0 = max(0, math.floor(win.row_off / step) * step)
     col1 = min(width, math.ceil(win.col_off + win.width))
