@@ -134,7 +134,7 @@ def test_lag_is_read_from_the_broker_and_falls_to_zero_once_committed(
         producer.send(source, key=f"k{i}".encode(), value=scene(f"T{i}"), partition=i % 2)
     producer.flush()
     stage_name = f"lag-{uuid.uuid4().hex[:8]}"
-    offsets = offsets_reader(stack.kafka_bootstrap, f"revisit-{stage_name}")
+    offsets = offsets_reader({"bootstrap_servers": stack.kafka_bootstrap}, f"revisit-{stage_name}")
 
     def lag_becomes(expected: dict[int, int]) -> None:
         deadline, lag = time.monotonic() + 60, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
@@ -15,11 +16,12 @@ from prometheus_client import Gauge
 log = logging.getLogger(__name__)
 
 
-def offsets_reader(bootstrap: str, group: str) -> KafkaConsumer:
+def offsets_reader(options: dict[str, Any], group: str) -> KafkaConsumer:
     """A consumer of `group` that only reads offsets: it subscribes to nothing, so it
-    never joins the group nor moves its partitions."""
+    never joins the group nor moves its partitions. `options`: connection options
+    (`ServiceSettings.kafka_options`)."""
     return KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **options,
         group_id=group,
         client_id=f"{group}-lag",
         enable_auto_commit=False,
@@ -49,14 +51,14 @@ class LagMonitor:
 
     def __init__(
         self,
-        bootstrap: str,
+        options: dict[str, Any],
         group: str,
         topic: str,
         gauge: Gauge,
         stop: threading.Event,
         interval_s: float = 5.0,
     ) -> None:
-        self.bootstrap, self.group, self.topic = bootstrap, group, topic
+        self.options, self.group, self.topic = options, group, topic
         self.gauge, self.stop, self.interval_s = gauge, stop, interval_s
         self.thread = threading.Thread(target=self._run, name=f"lag-{group}", daemon=True)
 
@@ -69,7 +71,7 @@ class LagMonitor:
         while not self.stop.wait(self.interval_s if offsets else 0.1):
             try:
                 if offsets is None:
-                    offsets = offsets_reader(self.bootstrap, self.group)
+                    offsets = offsets_reader(self.options, self.group)
                 for partition, lag in group_lag(offsets, self.topic).items():
                     self.gauge.labels(self.topic, str(partition)).set(lag)
             except (KafkaError, OSError) as exc:  # the broker is away: try again later

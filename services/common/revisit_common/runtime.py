@@ -122,7 +122,7 @@ class ServiceApp:
         if self._producer is None:
             self._producer = self._connect(
                 lambda: KafkaProducer(
-                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    **self.settings.kafka_options(),
                     client_id=f"revisit-{self.service}",
                     acks="all",
                     linger_ms=5,
@@ -174,7 +174,7 @@ class ServiceApp:
         consumer: KafkaConsumer = self._connect(
             lambda: KafkaConsumer(
                 stage.input_topic,
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **self.settings.kafka_options(),
                 group_id=stage.group_id,
                 client_id=f"revisit-{self.service}",
                 enable_auto_commit=False,
@@ -186,7 +186,7 @@ class ServiceApp:
         self.metrics.topics(consumed=stage.input_topic, dlq=dlq_topic(stage.input_topic))
         log.info("%s: consuming %s as %s", self.service, stage.input_topic, stage.group_id)
         LagMonitor(
-            self.settings.kafka_bootstrap,
+            self.settings.kafka_options(),
             stage.group_id,
             stage.input_topic,
             self.metrics.consumer_lag,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +27,15 @@ class ServiceSettings(BaseSettings):
     - ``REVISIT_MAX_POLL_RECORDS``: messages handled between two offset commits.
     - ``REVISIT_RETRY_INITIAL_S`` / ``REVISIT_RETRY_MAX_S``: backoff of transient retries.
     - ``REVISIT_LOG_LEVEL``: ``INFO`` by default.
+    - Kafka security (all empty: a plaintext listener, as the embedded stack has):
+      ``REVISIT_KAFKA_SECURITY_PROTOCOL`` (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``,
+      ``SASL_SSL``); ``REVISIT_KAFKA_SSL_CAFILE``, ``REVISIT_KAFKA_SSL_CERTFILE``,
+      ``REVISIT_KAFKA_SSL_KEYFILE`` (PEM files: the broker's CA, a client certificate
+      for mutual TLS); ``REVISIT_KAFKA_SASL_MECHANISM`` (``PLAIN``, ``SCRAM-SHA-256``,
+      ``SCRAM-SHA-512``), ``REVISIT_KAFKA_SASL_USERNAME`` and the password in
+      ``REVISIT_KAFKA_SASL_PASSWORD`` or, better, a mounted secret file named by
+      ``REVISIT_KAFKA_SASL_PASSWORD_FILE``.
+    - PostgreSQL TLS goes in the database URL: ``?sslmode=verify-full&sslrootcert=<CA>``.
     """
 
     model_config = SettingsConfigDict(env_prefix="REVISIT_", frozen=True, extra="ignore")
@@ -40,3 +51,37 @@ class ServiceSettings(BaseSettings):
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     log_level: str = "INFO"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_sasl_password_file: Path | None = None
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Connection options of every Kafka client (kafka-python keyword arguments)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        for name in ("cafile", "certfile", "keyfile"):
+            path = getattr(self, f"kafka_ssl_{name}")
+            if path is not None:
+                options[f"ssl_{name}"] = str(path)
+        if self.kafka_security_protocol.startswith("SASL"):
+            if not self.kafka_sasl_mechanism or not self.kafka_sasl_username:
+                raise ValueError(
+                    f"Kafka security protocol {self.kafka_security_protocol} needs "
+                    "REVISIT_KAFKA_SASL_MECHANISM and REVISIT_KAFKA_SASL_USERNAME"
+                )
+            password = self.kafka_sasl_password.get_secret_value()
+            if self.kafka_sasl_password_file is not None:
+                password = self.kafka_sasl_password_file.read_text().strip()
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=password,
+            )
+        return options
