@@ -264,6 +264,19 @@ def test_parcels_whose_predicted_crop_disagrees_with_the_declared_one_are_flagge
     ]
     assert [r[3] for r in control(0.9)] == [False] * 5  # confidence 0.8 is under 0.9
     with engine.connect() as conn:
+
+        def since(day: str) -> list[tuple[object, ...]]:
+            rows = conn.execute(
+                text(
+                    "SELECT external_id, expected_class, class_name, flagged, ST_SRID(geom) "
+                    f"FROM parcel_control_since('{day}') ORDER BY external_id"
+                )
+            )
+            return [tuple(r) for r in rows]
+
+        assert since("2021-05-25") == control(None)  # the pass of 1 June is in the week
+        assert since("2021-06-02") == []
+    with engine.connect() as conn:
         classes = conn.execute(
             text("SELECT class_code, class_name FROM model_class ORDER BY class_code")
         ).all()

@@ -1,0 +1,359 @@
+"""Every SQL recipe of docs/queries.md, run as the read-only role on a small database
+filled through the store's write path, returns what its text promises; and psql runs
+each one as written, with its variables given by `-v`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import shapely
+from shapely.geometry import shape
+from sqlalchemy import Engine, text
+
+from revisit_catalog.handler import Subscription
+from revisit_catalog.registry import mark_published, record_scenes, save_subscriptions
+from revisit_cli.stack import StackConfig
+from revisit_common import events_pb2 as pb
+from revisit_common.db.parcels import ParcelRecord, load_parcels
+from revisit_common.events import root_header
+from revisit_store.handler import rows_for
+from revisit_store.writer import write
+from tests.bench.recipes import Recipe, recipes
+
+pytestmark = pytest.mark.integration
+
+Row = dict[str, Any]
+
+BOX = "POLYGON ((5.31 50.62, 5.34 50.62, 5.34 50.64, 5.31 50.64, 5.31 50.62))"
+PARCELS = pb.Aoi(name="hesbaye-parcels", kind="parcels", geometry_wkt=BOX)
+CITY = pb.Aoi(name="hesbaye-demo", kind="city", geometry_wkt=BOX)
+REGION = pb.Aoi(name="hesbaye-region", kind="region", geometry_wkt=BOX)
+
+TODAY = datetime.now(UTC).replace(hour=10, minute=30, second=0, microsecond=0)
+RECENT, OLD = TODAY - timedelta(days=2), TODAY - timedelta(days=20)  # this week, not
+SEASON = (OLD - timedelta(days=60)).date()
+CROPS = ["maize", "sorghum", "sunflower", "other"]
+Guess = tuple[str, float] | None  # (class, confidence) of a pass, None: no prediction
+#: register id -> declared crop, the old pass's prediction, the recent one's
+PARCEL_PREDICTIONS: dict[str, tuple[str | None, Guess, Guess]] = {
+    "lpis-0": ("maize", ("sorghum", 0.99), ("maize", 0.95)),  # agrees now
+    "lpis-1": ("201", None, ("sorghum", 0.95)),  # code of maize: flagged at 0.8 and 0.9
+    "lpis-2": (" Sunflower ", None, ("maize", 0.85)),  # flagged at 0.8 only
+    "lpis-3": (None, None, ("maize", 0.9)),  # nothing declared: never flagged
+    "lpis-4": ("maize", ("sorghum", 0.99), None),  # flagged, but not this week
+}
+#: LCZ classes of 4 cells of the city: the old pass, the recent one (first 3 cells)
+LCZ_OLD, LCZ_RECENT = [14, 14, 14, 6], [9, 9, 17]
+#: the region's passes: day, {area: (tree, cropland)} or None, {area: lai_mean}
+AREA_PASSES = [
+    (datetime(2021, 5, 3, 10, 30, tzinfo=UTC), {"hesbaye-region": (0.2, 0.6)}, {"d": 1.0}),
+    (datetime(2021, 5, 20, 10, 30, tzinfo=UTC), {"hesbaye-region": (0.4, 0.4)}, {"d": 2.0}),
+    (datetime(2021, 6, 8, 10, 30, tzinfo=UTC), None, {"d": 3.0}),
+]
+
+
+def parcel_square(i: int) -> shapely.Polygon:
+    lon = 5.320 + 0.002 * i
+    return shapely.box(lon, 50.630, lon + 0.001, 50.631)
+
+
+def inside(i: int) -> dict[str, object]:
+    return {"lon": 5.3205 + 0.002 * i, "lat": 50.6305}
+
+
+#: psql variables of each recipe (by heading)
+VARIABLES: dict[str, dict[str, object]] = {
+    "Crop of the parcel at a point": inside(1),
+    "Parcels flagged this week": {"aoi": PARCELS.name},
+    "At another threshold": {"aoi": PARCELS.name},
+    "LCZ map of a city as GeoJSON": {"aoi": CITY.name},
+    "LCZ class shares of a city": {"aoi": CITY.name},
+    "Indicator trend of an area": {"aoi": REGION.name, "area": "hesbaye-region"},
+    "Monthly means": {"aoi": REGION.name, "area": "hesbaye-region"},
+    "Latest pass status of an AOI": {"aoi": PARCELS.name},
+}
+
+
+def scene(aoi: pb.Aoi, acquired: datetime) -> pb.SceneDiscovered:
+    scene_id = f"S2B_31UFS_{acquired:%Y%m%d}_{aoi.name}"
+    return pb.SceneDiscovered(
+        header=root_header("catalog", scene_id, acquired, acquired + timedelta(hours=3)),
+        collection="sentinel-2-l2a",
+        tile_id="31UFS",
+        footprint_wkt=BOX,
+        aoi=aoi,
+    )
+
+
+def published(engine: Engine, aoi: pb.Aoi, days: list[datetime]) -> list[pb.SceneDiscovered]:
+    scenes = [scene(aoi, day) for day in days]
+    save_subscriptions(engine, [Subscription(aoi)])
+    record_scenes(engine, scenes)
+    mark_published(engine, scenes)
+    return scenes
+
+
+def crop_batch(
+    s: pb.SceneDiscovered, predictions: list[tuple[int, str, float]]
+) -> pb.PredictionBatch:
+    batch = pb.PredictionBatch(
+        header=s.header,
+        tile_id="31UFS",
+        aoi=s.aoi,
+        indicator="crop_type",
+        model_name="psetae_s2",
+        model_version="1",
+        classes=CROPS,
+        season=SEASON.isoformat(),
+    )
+    days = (s.header.acquired_at.ToDatetime().date() - SEASON).days
+    for parcel_id, crop, confidence in predictions:
+        probabilities = [(1 - confidence) / 3] * len(CROPS)
+        probabilities[CROPS.index(crop)] = confidence
+        batch.predictions.append(
+            pb.Prediction(
+                entity_id=str(parcel_id),
+                class_code=CROPS.index(crop),
+                confidence=confidence,
+                probabilities=probabilities,
+                observations=days // 10,
+                season_days=days,
+            )
+        )
+    return batch
+
+
+def lcz_batch(s: pb.SceneDiscovered, classes: list[int]) -> pb.PredictionBatch:
+    batch = pb.PredictionBatch(
+        header=s.header,
+        tile_id="31UFS",
+        aoi=s.aoi,
+        indicator="lcz",
+        model_name="lcz_sen2lcz_drop",
+        model_version="1",
+        epsg=32631,
+    )
+    for i, code in enumerate(classes):
+        x = 664000 + 320 * i
+        probabilities = [0.0] * 17
+        probabilities[code - 1] = 0.75
+        batch.predictions.append(
+            pb.Prediction(
+                entity_id=f"32631:{x}:5612120",
+                geometry_wkt=f"POLYGON (({x} 5611800, {x + 320} 5611800, {x + 320} 5612120, "
+                f"{x} 5612120, {x} 5611800))",
+                class_code=code,
+                confidence=0.75,
+                probabilities=probabilities,
+            )
+        )
+    return batch
+
+
+def area_batch(
+    s: pb.SceneDiscovered, indicator: str, names: list[str], values: dict[str, list[float]]
+) -> pb.PredictionBatch:
+    batch = pb.PredictionBatch(
+        header=s.header,
+        aoi=REGION,
+        indicator=indicator,
+        model_name="landcover_tae" if indicator == "land_cover" else "biophys_prosail",
+        model_version="1",
+        value_names=names,
+    )
+    for area, v in values.items():
+        batch.predictions.append(pb.Prediction(entity_id=area, values=v))
+    return batch
+
+
+def fill(engine: Engine) -> None:
+    """The three AOIs, their passes and rows, all through the store's write path."""
+    old, recent = published(engine, PARCELS, [OLD, RECENT])
+    load_parcels(
+        engine,
+        PARCELS.name,
+        [
+            ParcelRecord(external_id, parcel_square(i), declared)
+            for i, (external_id, (declared, _, _)) in enumerate(PARCEL_PREDICTIONS.items())
+        ],
+    )
+    with engine.begin() as conn:
+        ids = dict(conn.execute(text("SELECT external_id, id FROM parcel")).all())
+        conn.execute(text("INSERT INTO crop_class_map VALUES ('201', 'maize')"))
+    for s, which in ((old, 1), (recent, 2)):
+        predictions = [
+            (ids[external_id], p[which][0], p[which][1])
+            for external_id, p in PARCEL_PREDICTIONS.items()
+            if p[which] is not None
+        ]
+        write(engine, rows_for(crop_batch(s, predictions)))
+
+    old, recent = published(engine, CITY, [OLD, RECENT])
+    write(engine, rows_for(lcz_batch(old, LCZ_OLD)))
+    write(engine, rows_for(lcz_batch(recent, LCZ_RECENT)))
+
+    scenes = published(engine, REGION, [day for day, _, _ in AREA_PASSES])
+    for s, (_, fractions, lai) in zip(scenes, AREA_PASSES, strict=True):
+        if fractions is not None:
+            names = ["tree", "built_up", "cropland", "pixels_share"]
+            values = {a: [tree, 0.1, crop, 1.0] for a, (tree, crop) in fractions.items()}
+            values["district-b"] = [0.9, 0.0, 0.0, 1.0]  # another area of the AOI
+            write(engine, rows_for(area_batch(s, "land_cover", names, values)))
+        names = ["lai_mean", "ccc_mean", "fcover_mean", "valid_fraction"]
+        bio = {"hesbaye-region": [lai["d"], lai["d"] / 2, 0.5, 0.95], "district-b": [9, 9, 1, 1]}
+        write(engine, rows_for(area_batch(s, "biophysics", names, bio)))
+
+
+def run_as_reader(stack: StackConfig, recipe: Recipe, values: dict[str, object]) -> list[Row]:
+    with psycopg.connect(stack.reader_database_url.replace("+psycopg", "")) as conn:
+        cur = conn.execute(recipe.bind(values))
+        names = [c.name for c in cur.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def check_crop_at_point(rows: list[Row]) -> None:
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["aoi"], row["external_id"], row["declared_crop"]) == (PARCELS.name, "lpis-1", "201")
+    assert (row["predicted_crop"], float(row["confidence"])) == ("sorghum", 0.95)
+    assert (row["season"], row["as_of"]) == (SEASON, RECENT.date())
+
+
+def check_flagged(expected: list[tuple[str, str, str]]) -> Callable[[list[Row]], None]:
+    def check(rows: list[Row]) -> None:
+        assert [(r["external_id"], r["expected_class"], r["predicted_crop"]) for r in rows] == (
+            expected
+        )
+        assert {r["as_of"] for r in rows} == {RECENT.date()}
+
+    return check
+
+
+def check_geojson(rows: list[Row]) -> None:
+    (collection,) = [r["feature_collection"] for r in rows]
+    collection = json.loads(json.dumps(collection))  # what a client gets, parsed
+    assert collection["type"] == "FeatureCollection"
+    features = collection["features"]
+    assert len(features) == 4
+    assert [f["properties"]["lcz_class"] for f in features] == [9, 9, 17, 6]  # latest of each
+    assert [f["properties"]["lcz"] for f in features] == ["LCZ 9", "LCZ 9", "LCZ G", "LCZ 6"]
+    for f in features:
+        assert f["type"] == "Feature" and f["geometry"]["type"] == "Polygon"
+        lon, lat = shape(f["geometry"]).centroid.coords[0]
+        assert 5.2 < lon < 5.5 and 50.5 < lat < 50.7  # WGS 84, lon/lat order
+    assert {f["properties"]["acquired_at"][:10] for f in features} == {
+        RECENT.date().isoformat(),
+        OLD.date().isoformat(),
+    }
+
+
+def check_lcz_shares(rows: list[Row]) -> None:
+    got = [(r["lcz"], r["cells"], float(r["share"]), r["latest_pass"]) for r in rows]
+    assert got == [
+        ("LCZ 6", 1, 0.25, OLD.date()),
+        ("LCZ 9", 2, 0.5, RECENT.date()),
+        ("LCZ G", 1, 0.25, RECENT.date()),
+    ]
+
+
+def check_trend(rows: list[Row]) -> None:
+    assert [r["day"] for r in rows] == [date(2021, 5, 3), date(2021, 5, 20), date(2021, 6, 8)]
+    assert [r["tree_fraction"] for r in rows] == pytest.approx([0.2, 0.4, None])
+    assert [r["lai_mean"] for r in rows] == pytest.approx([1.0, 2.0, 3.0])
+    assert [r["water_fraction"] for r in rows] == [None] * 3  # not in the model's legend
+
+
+def check_monthly(rows: list[Row]) -> None:
+    got = [(r["month"], r["passes"], r["tree_fraction"], r["lai_mean"]) for r in rows]
+    assert got == [
+        (date(2021, 5, 1), 2, pytest.approx(0.3), pytest.approx(1.5)),
+        (date(2021, 6, 1), 1, None, pytest.approx(3.0)),
+    ]
+
+
+def check_status(rows: list[Row]) -> None:
+    assert [(r["indicator"], r["status"], r["results"]) for r in rows] == [
+        ("crop_type", "stored", 4)
+    ]
+    (row,) = rows
+    assert row["acquired_at"] == RECENT
+    assert row["seconds_to_store"] is not None
+
+
+CHECKS: dict[str, Callable[[list[Row]], None]] = {
+    "Crop of the parcel at a point": check_crop_at_point,
+    "Parcels flagged this week": check_flagged(
+        [("lpis-1", "maize", "sorghum"), ("lpis-2", "sunflower", "maize")]
+    ),
+    "At another threshold": check_flagged([("lpis-1", "maize", "sorghum")]),
+    "LCZ map of a city as GeoJSON": check_geojson,
+    "LCZ class shares of a city": check_lcz_shares,
+    "Indicator trend of an area": check_trend,
+    "Monthly means": check_monthly,
+    "Latest pass status of an AOI": check_status,
+}
+
+
+def test_every_recipe_of_the_page_is_checked() -> None:
+    found = recipes()
+    assert [r.title for r in found] == list(CHECKS)  # a new recipe needs its check here
+    for recipe in found:
+        assert recipe.variables <= set(VARIABLES[recipe.title]), recipe.title
+
+
+@pytest.mark.parametrize("recipe", recipes(), ids=lambda r: r.title)
+def test_recipe_returns_the_expected_rows(
+    stack: StackConfig, engine: Engine, recipe: Recipe
+) -> None:
+    fill(engine)
+    CHECKS[recipe.title](run_as_reader(stack, recipe, VARIABLES[recipe.title]))
+
+
+def test_no_parcel_at_a_point_outside_every_parcel(stack: StackConfig, engine: Engine) -> None:
+    fill(engine)
+    (recipe,) = [r for r in recipes() if r.title == "Crop of the parcel at a point"]
+    assert run_as_reader(stack, recipe, {"lon": 5.3215, "lat": 50.6305}) == []  # between two
+
+
+def test_psql_runs_every_recipe_as_written(stack: StackConfig, engine: Engine) -> None:
+    """The page's form: psql, the reader role, variables given with -v."""
+    fill(engine)
+    for recipe in recipes():
+        values = VARIABLES[recipe.title]
+        command = [
+            "psql",
+            "-X",
+            "-q",
+            "--csv",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(stack.postgres_port),
+            "-U",
+            stack.postgres_reader,
+            "-d",
+            stack.postgres_db,
+            *[arg for name, v in values.items() for arg in ("-v", f"{name}={v}")],
+            "-f",
+            "-",
+        ]
+        done = subprocess.run(
+            command, input=recipe.sql, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, f"{recipe.title}: {done.stderr}"
+        header, *rows = list(csv.reader(io.StringIO(done.stdout)))
+        expected = run_as_reader(stack, recipe, values)
+        assert len(rows) == len(expected), recipe.title
+        assert header == list(expected[0]), recipe.title
+        if recipe.title == "LCZ map of a city as GeoJSON":
+            assert len(json.loads(rows[0][0])["features"]) == 4
