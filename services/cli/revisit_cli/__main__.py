@@ -10,6 +10,7 @@ import time
 
 from revisit_cli.catalog import add_parsers as add_catalog_parsers
 from revisit_cli.dlq import add_parsers as add_dlq_parsers
+from revisit_cli.features import add_parsers as add_features_parsers
 from revisit_cli.models import add_train_parser
 from revisit_cli.parcels import add_parsers as add_parcels_parsers
 from revisit_cli.stack import COMPONENTS, StackConfig, StackError, down, format_status, status, up
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     add_catalog_parsers(sub)
     add_parcels_parsers(sub)
     add_dlq_parsers(sub)
+    add_features_parsers(sub)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

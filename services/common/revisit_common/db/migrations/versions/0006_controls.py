@@ -63,6 +63,10 @@ LANGUAGE sql STABLE AS $$
 $$
 """
 
+PARCEL_CONTROL = (
+    f"CREATE VIEW parcel_control AS SELECT * FROM parcel_control_at({DEFAULT_MIN_CONFIDENCE}::real)"
+)
+
 LCZ_SHARE = """
 CREATE VIEW lcz_share AS
 SELECT c.aoi_id, a.name AS aoi_name, c.lcz_class, count(*) AS cells,
@@ -89,10 +93,7 @@ def upgrade() -> None:
         sa.Column("class_name", sa.Text, nullable=False),
     )
     op.execute(PARCEL_CONTROL_AT)
-    op.execute(
-        "CREATE VIEW parcel_control AS SELECT * FROM "
-        f"parcel_control_at({DEFAULT_MIN_CONFIDENCE}::real)"
-    )
+    op.execute(PARCEL_CONTROL)
     op.execute(LCZ_SHARE)
 
 

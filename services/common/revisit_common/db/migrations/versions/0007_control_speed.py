@@ -1,5 +1,7 @@
 """Faster CAP controls: an index in ``parcel_latest``'s order, joins instead of two
-lookups per parcel, and ``parcel_control_since(since, min_confidence)``.
+lookups per parcel, and ``parcel_control_since(since, min_confidence)``; a stable row id,
+``prediction_id``, in ``parcel_latest`` and the controls (map clients such as QGIS, through
+`revisit features`, tell features apart by it).
 
 On 100,000 parcels with 5 passes of history (`make bench`, docs/queries.md), "parcels
 flagged this week" through ``parcel_control`` took 2.7 s: ``parcel_latest`` sorted the
@@ -15,6 +17,10 @@ Revises: 0006
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 from alembic import op
 
 revision = "0007"
@@ -24,7 +30,7 @@ COLUMNS = """
     parcel_id bigint, aoi_id bigint, external_id text, declared_crop text,
     expected_class text, season date, acquired_at timestamptz, class_name text,
     confidence real, observations integer, model_name text, model_version text,
-    flagged boolean, geom geometry
+    flagged boolean, geom geometry, prediction_id bigint
 """
 
 
@@ -36,7 +42,7 @@ def control(source: str) -> str:
            l.model_name, l.model_version,
            COALESCE(e.expected_class <> l.class_name AND l.confidence >= min_confidence,
                     false),
-           l.geom
+           l.geom, l.prediction_id
     FROM {source} l
     LEFT JOIN crop_class_map m ON m.declared_crop = btrim(l.declared_crop)
     LEFT JOIN model_class c ON c.model_name = l.model_name
@@ -53,7 +59,7 @@ SINCE = """(
     SELECT DISTINCT ON (pp.parcel_id, pp.season)
         pp.parcel_id, p.aoi_id, p.external_id, p.declared_crop, pp.season, pp.acquired_at,
         pp.class_name, pp.confidence, pp.observations, pp.model_name, pp.model_version,
-        p.geom
+        p.geom, pp.id AS prediction_id
     FROM parcel_prediction pp
     JOIN parcel p ON p.id = pp.parcel_id
     WHERE pp.acquired_at >= since
@@ -62,15 +68,34 @@ SINCE = """(
 )"""
 
 
+def _previous(revision: str) -> ModuleType:
+    """A migration module of this folder (their names start with a digit)."""
+    path = next(Path(__file__).parent.glob(f"{revision}_*.py"))
+    spec = importlib.util.spec_from_file_location(f"revisit_migration_{revision}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def upgrade() -> None:
     op.execute(
         "CREATE INDEX parcel_prediction_latest ON parcel_prediction "
         "(parcel_id, season, acquired_at DESC, model_name, model_version DESC)"
     )
+    latest = _previous("0004").PARCEL_LATEST
     op.execute(
-        f"CREATE OR REPLACE FUNCTION parcel_control_at(min_confidence real) "
+        latest.replace("CREATE VIEW", "CREATE OR REPLACE VIEW").replace(
+            "p.geom\nFROM", "p.geom, pp.id AS prediction_id\nFROM"
+        )
+    )
+    op.execute("DROP VIEW parcel_control")
+    op.execute("DROP FUNCTION parcel_control_at(real)")
+    op.execute(
+        f"CREATE FUNCTION parcel_control_at(min_confidence real) "
         f"RETURNS TABLE ({COLUMNS}) LANGUAGE sql STABLE AS $$ {control('parcel_latest')} $$"
     )
+    op.execute(_previous("0006").PARCEL_CONTROL)
     op.execute(
         f"CREATE FUNCTION parcel_control_since(since timestamptz, min_confidence real "
         f"DEFAULT 0.8) RETURNS TABLE ({COLUMNS}) LANGUAGE sql STABLE AS "
@@ -79,9 +104,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    from importlib import import_module
-
-    previous = import_module("revisit_common.db.migrations.versions.0006_controls")
+    before = _previous("0006")
     op.execute("DROP FUNCTION parcel_control_since(timestamptz, real)")
-    op.execute(previous.PARCEL_CONTROL_AT.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
+    op.execute("DROP VIEW parcel_control")
+    op.execute("DROP FUNCTION parcel_control_at(real)")
+    op.execute("DROP VIEW parcel_latest")
+    op.execute(_previous("0004").PARCEL_LATEST)
+    op.execute(before.PARCEL_CONTROL_AT)
+    op.execute(before.PARCEL_CONTROL)
     op.execute("DROP INDEX parcel_prediction_latest")
