@@ -22,6 +22,8 @@ from revisit_common.events import root_header
 from revisit_store.handler import rows_for
 from revisit_store.writer import write
 from tests.grafana import dashboard_variables, dashboards, panel_sql, panels, targets
+from tests.integration.test_store_postgis import crop_batch as crops
+from tests.integration.test_store_postgis import predictions as lcz
 
 pytestmark = pytest.mark.integration
 
@@ -66,43 +68,6 @@ def batch(
         model_version="1",
         **fields,
     )
-
-
-def lcz(event: pb.SceneDiscovered, classes: list[int]) -> pb.PredictionBatch:
-    out = batch(event, "lcz", "lcz_sen2lcz_drop", epsg=32631)
-    for i, code in enumerate(classes):
-        x = 664000 + 320 * i
-        probabilities = [0.0] * 17
-        probabilities[code - 1] = 0.75
-        out.predictions.append(
-            pb.Prediction(
-                entity_id=f"32631:{x}:5612120",
-                geometry_wkt=f"POLYGON (({x} 5611800, {x + 320} 5611800, {x + 320} 5612120, "
-                f"{x} 5612120, {x} 5611800))",
-                class_code=code,
-                confidence=0.75,
-                probabilities=probabilities,
-            )
-        )
-    return out
-
-
-def crops(event: pb.SceneDiscovered, parcel_ids: list[int]) -> pb.PredictionBatch:
-    out = batch(event, "crop_type", "psetae_s2", classes=CROPS, season="2020-11-01")
-    for i, pid in enumerate(parcel_ids):
-        probabilities = [0.1, 0.1, 0.1]
-        probabilities[i % 3] = 0.8
-        out.predictions.append(
-            pb.Prediction(
-                entity_id=str(pid),
-                class_code=i % 3,
-                confidence=0.8,
-                probabilities=probabilities,
-                observations=7,
-                season_days=212,
-            )
-        )
-    return out
 
 
 def region(event: pb.SceneDiscovered, lai: float) -> list[pb.PredictionBatch]:

@@ -27,6 +27,7 @@ from revisit_common.events import root_header
 from revisit_store.handler import rows_for
 from revisit_store.writer import write
 from tests.bench.recipes import Recipe, recipes
+from tests.integration.test_store_postgis import predictions as lcz_batch
 
 pytestmark = pytest.mark.integration
 
@@ -126,33 +127,6 @@ def crop_batch(
                 probabilities=probabilities,
                 observations=days // 10,
                 season_days=days,
-            )
-        )
-    return batch
-
-
-def lcz_batch(s: pb.SceneDiscovered, classes: list[int]) -> pb.PredictionBatch:
-    batch = pb.PredictionBatch(
-        header=s.header,
-        tile_id="31UFS",
-        aoi=s.aoi,
-        indicator="lcz",
-        model_name="lcz_sen2lcz_drop",
-        model_version="1",
-        epsg=32631,
-    )
-    for i, code in enumerate(classes):
-        x = 664000 + 320 * i
-        probabilities = [0.0] * 17
-        probabilities[code - 1] = 0.75
-        batch.predictions.append(
-            pb.Prediction(
-                entity_id=f"32631:{x}:5612120",
-                geometry_wkt=f"POLYGON (({x} 5611800, {x + 320} 5611800, {x + 320} 5612120, "
-                f"{x} 5612120, {x} 5611800))",
-                class_code=code,
-                confidence=0.75,
-                probabilities=probabilities,
             )
         )
     return batch

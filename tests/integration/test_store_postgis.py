@@ -42,10 +42,11 @@ def scene_event() -> pb.SceneDiscovered:
 
 
 def predictions(scene: pb.SceneDiscovered, classes: list[int]) -> pb.PredictionBatch:
+    """LCZ classes of 320 m cells in a row, on the scene's AOI."""
     batch = pb.PredictionBatch(
         header=scene.header,
         tile_id="31UFS",
-        aoi=AOI,
+        aoi=scene.aoi,
         indicator="lcz",
         model_name="lcz_sen2lcz_drop",
         model_version="1",

@@ -16,6 +16,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,15 @@ def _reap(pid: int) -> None:
     """Collect ``pid`` if it is an exited child of this process, so it is not seen as alive."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def http_ok(url: str) -> bool:
+    """``GET url`` answers 200 within 2 s."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def ensure_port_free(port: int, setting: str) -> None:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .config import StackConfig
-from .process import ManagedProcess, MissingDependencyError, ensure_port_free
+from .process import ManagedProcess, MissingDependencyError, ensure_port_free, http_ok
 
 NAME, EXPORTER = "prometheus", "postgres-exporter"
 
@@ -127,17 +125,9 @@ def start_exporter(config: StackConfig) -> ManagedProcess:
     return proc
 
 
-def _get_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return int(resp.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def is_healthy(config: StackConfig) -> bool:
-    return _get_ok(f"{config.prometheus_url}/-/ready")
+    return http_ok(f"{config.prometheus_url}/-/ready")
 
 
 def exporter_is_healthy(config: StackConfig) -> bool:
-    return _get_ok(f"http://127.0.0.1:{config.postgres_exporter_port}/metrics")
+    return http_ok(f"http://127.0.0.1:{config.postgres_exporter_port}/metrics")

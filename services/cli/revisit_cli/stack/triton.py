@@ -14,13 +14,17 @@ import json
 import os
 import secrets
 import subprocess
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import StackConfig
-from .process import ManagedProcess, MissingDependencyError, StackError, ensure_port_free
+from .process import (
+    ManagedProcess,
+    MissingDependencyError,
+    StackError,
+    ensure_port_free,
+    http_ok,
+)
 
 NAME = "triton"
 
@@ -162,18 +166,10 @@ def start(config: StackConfig) -> ManagedProcess:
     return proc
 
 
-def _get_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return int(resp.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def is_healthy(config: StackConfig) -> bool:
     """``GET /v2/health/ready`` answers 200 (all models loaded, with strict readiness)."""
-    return _get_ok(f"{config.triton_http_url}/v2/health/ready")
+    return http_ok(f"{config.triton_http_url}/v2/health/ready")
 
 
 def model_ready(config: StackConfig, model: str) -> bool:
-    return _get_ok(f"{config.triton_http_url}/v2/models/{model}/ready")
+    return http_ok(f"{config.triton_http_url}/v2/models/{model}/ready")
