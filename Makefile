@@ -10,7 +10,7 @@ REVISIT := $(PY) -m revisit_cli
 #: Python checked by ruff: the services, tests and the generators of proto, docker, k8s, Grafana
 PY_SOURCES := services tests proto docker k8s infra/grafana
 
-.PHONY: help install demo down status test test-fast lint format typecheck rules proto bench lock
+.PHONY: help install demo down status test test-fast test-faults lint format typecheck rules proto bench lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test: install lint typecheck rules ## lint, types, rules, unit, integration and 
 
 test-fast: install ## unit tests only (no Kafka, PostgreSQL or Triton)
 	$(PY) -m pytest -m "not integration and not e2e"
+
+test-faults: install ## fault injection: 50 trials (SIGKILL, Kafka/PostgreSQL/Triton restarts, read-only payload store) and their table
+	REVISIT_FAULT_TRIALS=50 $(PY) -m pytest -m faults tests/faults -s -p no:cacheprovider
 
 lint: install ## ruff format check and lint
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)

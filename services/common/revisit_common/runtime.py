@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -95,6 +95,7 @@ class ServiceApp:
         self.stop = threading.Event()
         self.state = "starting"
         self._producer: KafkaProducer | None = None
+        self._uncommitted: dict[TopicPartition, int] = {}  # offsets whose commit failed
         self.http = serve(settings.metrics_host, settings.metrics_port, registry, self._health)
 
     @property
@@ -192,9 +193,18 @@ class ServiceApp:
             self.metrics.consumer_lag,
             self.stop,
         ).start()
+        backoff = self.backoff()
         try:
             while not self.stop.is_set():
-                self._poll_once(consumer, stage)
+                try:
+                    self._poll_once(consumer, stage)
+                    backoff = self.backoff()
+                except KafkaError as exc:
+                    # The broker went away (a restart): nothing of the poll was committed,
+                    # so it is read again once the broker is back.
+                    self.state = "retrying"
+                    log.warning("%s: Kafka unavailable, retrying: %s", self.service, exc)
+                    backoff.wait()
         finally:
             self.state = "stopping"
             consumer.close(autocommit=False)
@@ -234,13 +244,22 @@ class ServiceApp:
                 consumer.seek(tp, offset)
             self.backoff().wait()
             return
+        done = {**self._uncommitted, **done}
         if done:
             try:
                 consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in done.items()})
-            except KafkaError as exc:
+                self._uncommitted = {}
+            except CommitFailedError as exc:
                 # A rebalance moved the partitions: their new owner processes the records
                 # again, which the idempotent writes downstream absorb.
+                self._uncommitted = {}
                 log.warning("%s: offset commit failed: %s", self.service, exc)
+            except KafkaError as exc:
+                # The broker is away: commit these offsets with the next poll's.
+                self._uncommitted = done
+                log.warning(
+                    "%s: offset commit failed, kept for the next poll: %s", self.service, exc
+                )
         if interrupted:
             self.stop.set()
 
