@@ -247,6 +247,22 @@ def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
     assert by_month[6] > by_month[2]  # the canopy grows from winter to June
 
 
+def grow_catalog(catalog_dir: Path, months: int) -> None:
+    """The catalog served from `catalog_dir / "served"` gets the items up to `months`
+    the way a publisher adds them: new COGs and items first, then catalog.json replaced
+    in one rename, so the catalog service never reads a file being written."""
+    full = catalog_dir / "full"
+    build_catalog(full, months=months)
+    served = catalog_dir / "served"
+    for part in ("cogs", "catalog"):
+        for source in (full / part).iterdir():
+            if source.is_dir() and not (served / part / source.name).exists():
+                shutil.copytree(source, served / part / source.name)
+    staged = served / "catalog" / "catalog.json.new"
+    shutil.copyfile(full / "catalog" / "catalog.json", staged)
+    staged.replace(served / "catalog" / "catalog.json")
+
+
 def replay_store(stack: StackConfig, services: ServicesConfig) -> None:
     """Rewind the store's consumer group to the start and wait until it caught up."""
     ManagedProcess.attach("store", stack.state_dir).stop()
@@ -291,7 +307,7 @@ def test_triton_restarted_mid_run_gives_identical_results(
     shutil.rmtree(catalog_dir, ignore_errors=True)
     services = ServicesConfig(
         metrics_base_port=consecutive_free_ports(len(SERVICES)),
-        catalog_source=str(build_catalog(catalog_dir, months=half)),
+        catalog_source=str(build_catalog(catalog_dir / "served", months=half)),
         catalog_poll_interval_s=1,
         catalog_overlap="P3650D",  # each poll searches the last ten years again
     )
@@ -301,7 +317,7 @@ def test_triton_restarted_mid_run_gives_identical_results(
         first = half * INDICATORS
         wait_until(lambda: completed(engine) == first, 180, "the first half stored")
         assert triton.stop()
-        build_catalog(catalog_dir, months=PASSES)  # the other six passes appear
+        grow_catalog(catalog_dir, PASSES)  # the other six passes appear
 
         def waiting() -> int:
             with engine.connect() as conn:
