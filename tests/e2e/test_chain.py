@@ -32,6 +32,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from revisit_cli.demo import prepare_database
 from revisit_cli.demo_data import build_catalog
+from revisit_cli.dlq import configured_dlq_topics, open_consumer, read_letters
 from revisit_cli.services import SERVICES, ServicesConfig, start_services
 from revisit_cli.stack import ManagedProcess, StackConfig, up
 from revisit_common.events import PREDICTIONS_TOPIC
@@ -96,6 +97,16 @@ def dead_letters(bootstrap: str) -> int:
         return sum(consumer.end_offsets(partitions).values()) if partitions else 0
     finally:
         consumer.close()
+
+
+def letters(bootstrap: str) -> list[str]:
+    """Every dead letter: where, which stage, why (for a failing test's message)."""
+    consumer = open_consumer(bootstrap)
+    try:
+        found = read_letters(consumer, configured_dlq_topics(), bootstrap)
+    finally:
+        consumer.close()
+    return [f"{x.position} {x.letter.stage}: {x.letter.error.splitlines()[0]}" for x in found]
 
 
 def stop_services(stack: StackConfig) -> None:
@@ -337,7 +348,9 @@ def test_triton_restarted_mid_run_gives_identical_results(
         )
         print(f"\nTriton back: the rest stored {waited:.1f} s later")
         assert checksums(engine) == undisturbed.checksums
-        assert dead_letters(stack.kafka_bootstrap) == undisturbed.dead_letters
+        assert dead_letters(stack.kafka_bootstrap) == undisturbed.dead_letters, letters(
+            stack.kafka_bootstrap
+        )
     finally:
         up(stack, ["triton"])
         stop_services(stack)

@@ -115,3 +115,27 @@ def test_metric_labels_are_from_small_fixed_sets(app: ServiceApp) -> None:
     for metric in app.metrics.registry.collect():
         for sample in metric.samples:
             assert set(sample.labels) <= allowed, (metric.name, sample.labels)
+
+
+def test_triton_errors_a_restarting_server_gives_are_transient() -> None:
+    from tritonclient.utils import InferenceServerException
+
+    from revisit_common.errors import PoisonError, TransientError
+    from revisit_inference.triton import classify
+
+    def error(message: str, status: str) -> Exception:
+        return classify(InferenceServerException(message, status), "psetae_s2")
+
+    assert isinstance(
+        error("Request for unknown model: 'psetae_s2' is not found", "StatusCode.INVALID_ARGUMENT"),
+        TransientError,
+    )
+    assert isinstance(
+        error("Request for unknown model: 'psetae_s2' has no available versions", "UNAVAILABLE"),
+        TransientError,
+    )
+    assert isinstance(error("failed to connect to all addresses", "UNAVAILABLE"), TransientError)
+    assert isinstance(
+        error("unexpected shape for input 'pixels', got [1, 3]", "StatusCode.INVALID_ARGUMENT"),
+        PoisonError,
+    )

@@ -184,9 +184,17 @@ class TritonClassifier(TritonModel):
         return self.infer({LCZ_INPUT: batch}, LCZ_OUTPUT)
 
 
+#: What Triton answers, whatever the status, for a model it has not loaded (yet).
+NOT_LOADED = ("unknown model", "no available versions", "is not ready", "is not found")
+
+
 def classify(exc: InferenceServerException, model: str) -> Exception:
     """Bad input is poison; anything else (server down, model loading, timeout) passes."""
     status = str(exc.status() or "")
+    message = str(exc.message() or "").lower()
+    if any(m in message for m in NOT_LOADED):
+        # a server restarting answers before its models are loaded again
+        return TransientError(f"{model} not loaded ({status or 'no status'}): {exc.message()}")
     if "INVALID_ARGUMENT" in status:
         return PoisonError(f"{model} rejected the input: {exc.message()}")
     return TransientError(f"{model} unavailable ({status or 'no status'}): {exc.message()}")
