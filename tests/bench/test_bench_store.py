@@ -37,8 +37,6 @@ import pytest
 import shapely
 from sqlalchemy import Engine, create_engine, text
 
-from revisit_catalog.handler import Subscription
-from revisit_catalog.registry import mark_published, record_scenes, save_subscriptions
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.db.parcels import ParcelRecord, load_parcels
@@ -48,6 +46,7 @@ from revisit_store.writer import TYPES, write
 from tests.bench.recipes import Recipe, recipes
 from tests.bench.synthetic_parcels import CLASSES, CODES, Parcels
 from tests.conftest import empty_tables
+from tests.integration.test_store_postgis import publish
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +92,7 @@ def _published(engine: Engine, aoi: pb.Aoi, days: list[datetime]) -> list[pb.Sce
         )
         for day in days
     ]
-    save_subscriptions(engine, [Subscription(aoi)])
-    record_scenes(engine, scenes)
-    mark_published(engine, scenes)
+    publish(engine, scenes)
     return scenes
 
 

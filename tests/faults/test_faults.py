@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine, create_engine, text
@@ -76,6 +76,7 @@ from revisit_cli.services import SERVICES, ServicesConfig, start_services
 from revisit_cli.stack import ManagedProcess, StackConfig, up
 from revisit_cli.stack import postgres as stack_postgres
 from revisit_common.events import OBSERVATIONS_TOPIC, PREDICTIONS_TOPIC, SCENES_TOPIC
+from revisit_common.lag import group_lag, offsets_reader
 from tests.conftest import consecutive_free_ports
 from tests.e2e.test_chain import (
     CHECKSUMS,
@@ -173,15 +174,11 @@ def lag(bootstrap: str) -> int:
     """Records not yet committed by the chain's consumer groups, over their topics."""
     total = 0
     for group, topic in GROUPS.items():
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+        offsets = offsets_reader({"bootstrap_servers": bootstrap}, group)
         try:
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
-            ]
-            ends = consumer.end_offsets(partitions)
-            total += sum(ends[tp] - (consumer.committed(tp) or 0) for tp in partitions)
+            total += sum(group_lag(offsets, topic).values())
         finally:
-            consumer.close()
+            offsets.close()
     return total
 
 
@@ -191,13 +188,13 @@ def skip_leftovers(bootstrap: str) -> int:
     the next run, whose emptied tables would turn it into foreign-key errors."""
     skipped = 0
     for group, topic in GROUPS.items():
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+        consumer = offsets_reader({"bootstrap_servers": bootstrap}, group)
         try:
+            skipped += sum(group_lag(consumer, topic).values())
             partitions = [
                 TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
             ]
             ends = consumer.end_offsets(partitions)
-            skipped += sum(ends[tp] - (consumer.committed(tp) or 0) for tp in partitions)
             # A member the broker has not expired yet (a stopped service whose leave
             # request was lost around a broker restart) rejects the commit until its
             # session times out.

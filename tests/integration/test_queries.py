@@ -18,8 +18,6 @@ import shapely
 from shapely.geometry import shape
 from sqlalchemy import Engine, text
 
-from revisit_catalog.handler import Subscription
-from revisit_catalog.registry import mark_published, record_scenes, save_subscriptions
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.db.parcels import ParcelRecord, load_parcels
@@ -28,6 +26,7 @@ from revisit_store.handler import rows_for
 from revisit_store.writer import write
 from tests.bench.recipes import Recipe, recipes
 from tests.integration.test_store_postgis import predictions as lcz_batch
+from tests.integration.test_store_postgis import publish
 
 pytestmark = pytest.mark.integration
 
@@ -96,9 +95,7 @@ def scene(aoi: pb.Aoi, acquired: datetime) -> pb.SceneDiscovered:
 
 def published(engine: Engine, aoi: pb.Aoi, days: list[datetime]) -> list[pb.SceneDiscovered]:
     scenes = [scene(aoi, day) for day in days]
-    save_subscriptions(engine, [Subscription(aoi)])
-    record_scenes(engine, scenes)
-    mark_published(engine, scenes)
+    publish(engine, scenes)
     return scenes
 
 

@@ -113,9 +113,7 @@ def test_going_down_to_the_indicator_tables_and_up_again_keeps_their_rows(
 
 def test_replaying_a_batch_leaves_every_table_unchanged(engine: Engine) -> None:
     scene = scene_event()
-    save_subscriptions(engine, [Subscription(AOI)])
-    record_scenes(engine, [scene])
-    mark_published(engine, [scene])
+    publish(engine, [scene])
     batch = predictions(scene, [9, 14, 14, 9])
     write(engine, rows_for(batch))
     before = {
@@ -161,12 +159,19 @@ REGION_AOI = pb.Aoi(name="hesbaye-region", kind="region", geometry_wkt=AOI.geome
 CROPS = ["maize", "sorghum", "other"]
 
 
+def publish(engine: Engine, scenes: list[pb.SceneDiscovered]) -> None:
+    """What the catalog does before the chain runs: the scenes' AOIs saved, the scenes
+    recorded and marked published (one scene_processing row per indicator)."""
+    aois = {s.aoi.name: s.aoi for s in scenes}
+    save_subscriptions(engine, [Subscription(aoi) for aoi in aois.values()])
+    record_scenes(engine, scenes)
+    mark_published(engine, scenes)
+
+
 def _published(engine: Engine, aoi: pb.Aoi) -> pb.SceneDiscovered:
     scene = scene_event()
     scene.aoi.CopyFrom(aoi)
-    save_subscriptions(engine, [Subscription(aoi)])
-    record_scenes(engine, [scene])
-    mark_published(engine, [scene])
+    publish(engine, [scene])
     return scene
 
 

@@ -25,12 +25,11 @@ import requests
 from pystac_client import Client
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
-from shapely.errors import ShapelyError
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 from urllib3.util.retry import Retry
 
-from revisit_catalog.stac import COLLECTIONS
+from revisit_catalog.stac import COLLECTIONS, GEOMETRY_ERRORS
 from revisit_common.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -223,7 +222,7 @@ class StaticSource:
             try:
                 if item.geometry and not shape(item.geometry).intersects(geometry):
                     continue
-            except (ValueError, TypeError, AttributeError, KeyError, ShapelyError):
+            except GEOMETRY_ERRORS:
                 pass  # an unreadable geometry is the mapping's to reject, with the reason
             if self._signer is not None:
                 item = item.clone()  # the read items are kept: sign a copy

@@ -224,12 +224,16 @@ def tile_id(item: pystac.Item) -> str:
     raise PoisonError(f"item {item.id}: no MGRS tile (s2:mgrs_tile, grid:code or mgrs:*)")
 
 
+#: What reading an item's GeoJSON geometry raises when it is malformed.
+GEOMETRY_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, ShapelyError)
+
+
 def footprint(item: pystac.Item) -> BaseGeometry:
     if not item.geometry:
         raise PoisonError(f"item {item.id}: no geometry")
     try:
         geom = shape(item.geometry)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, ShapelyError) as exc:
+    except GEOMETRY_ERRORS as exc:
         raise PoisonError(f"item {item.id}: unreadable geometry: {exc}") from exc
     if geom.is_empty or not geom.is_valid:
         raise PoisonError(f"item {item.id}: invalid or empty geometry")

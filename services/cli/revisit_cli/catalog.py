@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,20 +12,17 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
-from revisit_cli.stack import StackConfig, command_database_url
+from revisit_cli.stack import command_database_url, command_kafka_bootstrap
 
 
 def _settings(args: argparse.Namespace) -> Any:
     """Catalog settings: flags, else REVISIT_* variables, else the embedded stack's."""
     from revisit_catalog.main import CatalogSettings
 
-    stack = StackConfig()
-    overrides: dict[str, Any] = {}
-    overrides["database_url"] = command_database_url(getattr(args, "database_url", None))
-    if getattr(args, "kafka", None):
-        overrides["kafka_bootstrap"] = args.kafka
-    elif "REVISIT_KAFKA_BOOTSTRAP" not in os.environ:
-        overrides["kafka_bootstrap"] = stack.kafka_bootstrap
+    overrides: dict[str, Any] = {
+        "database_url": command_database_url(getattr(args, "database_url", None)),
+        "kafka_bootstrap": command_kafka_bootstrap(getattr(args, "kafka", None)),
+    }
     if getattr(args, "source", None):
         overrides["catalog_source"] = args.source
     return CatalogSettings(**overrides)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -36,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from revisit_cli.stack import StackConfig, load_topics
+from revisit_cli.stack import StackConfig, command_kafka_bootstrap, load_topics
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.events import decode, to_datetime
@@ -287,11 +286,6 @@ def summary(plan: Plan, dry_run: bool) -> str:
 # -- Kafka -----------------------------------------------------------------------------
 
 
-def bootstrap_of(flag: str | None) -> str:
-    """`--bootstrap`, else REVISIT_KAFKA_BOOTSTRAP, else the embedded stack's broker."""
-    return flag or os.environ.get("REVISIT_KAFKA_BOOTSTRAP") or StackConfig().kafka_bootstrap
-
-
 def configured_dlq_topics() -> list[str]:
     """The `*.dlq` topics of the stack's topics file."""
     path = StackConfig().kafka_topics_file
@@ -474,7 +468,7 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    bootstrap = bootstrap_of(args.bootstrap)
+    bootstrap = command_kafka_bootstrap(args.bootstrap)
     topics = args.topic or configured_dlq_topics()
     consumer = open_consumer(bootstrap)
     try:
@@ -495,7 +489,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise DlqError("say which letters: --offset N (repeatable) or --all (with filters)")
     if args.offset and args.all:
         raise DlqError("--offset and --all exclude each other")
-    bootstrap = bootstrap_of(args.bootstrap)
+    bootstrap = command_kafka_bootstrap(args.bootstrap)
     topics = args.topic or configured_dlq_topics()
     if args.offset and len(topics) != 1:
         raise DlqError("--offset needs one --topic: offsets are per DLQ topic")

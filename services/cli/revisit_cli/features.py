@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from revisit_cli.stack import command_database_url
+from revisit_cli.stack.process import bind_error
 
 if TYPE_CHECKING:  # tipg and FastAPI load when the server starts
     from fastapi import FastAPI
@@ -68,16 +70,6 @@ class FeaturesConfig:
     def base_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
-
-
-def reader_database_url(flag: str | None = None) -> str:
-    """The database the endpoint reads: its flag, else ``REVISIT_READER_DATABASE_URL``,
-    else the embedded stack's, as the read-only role."""
-    from revisit_cli.stack import StackConfig
-
-    return (
-        flag or os.environ.get("REVISIT_READER_DATABASE_URL") or StackConfig().reader_database_url
-    )
 
 
 def libpq_url(url: str) -> str:
@@ -126,14 +118,11 @@ def tipg_environment(config: FeaturesConfig) -> dict[str, str]:
 
 
 def check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise FeaturesError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): choose another --port"
-            ) from exc
+    exc = bind_error(host, port)
+    if exc is not None:
+        raise FeaturesError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): choose another --port"
+        ) from exc
 
 
 def check_database(config: FeaturesConfig) -> list[str]:
@@ -245,7 +234,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     if tables == ():
         return fail("--tables names no table")
     config = FeaturesConfig(
-        database_url=reader_database_url(args.database_url),
+        database_url=command_database_url(args.database_url, reader=True),
         host=args.host,
         port=args.port,
         schema=args.schema,

@@ -198,7 +198,7 @@ class ServiceApp:
             while not self.stop.is_set():
                 try:
                     self._poll_once(consumer, stage)
-                    backoff = self.backoff()
+                    backoff.reset()
                 except KafkaError as exc:
                     # The broker went away (a restart): nothing of the poll was committed,
                     # so it is read again once the broker is back.
@@ -395,9 +395,14 @@ class Backoff:
     """Exponential backoff that wakes up early when the service is asked to stop."""
 
     def __init__(self, initial_s: float, max_s: float, stop: threading.Event) -> None:
+        self.initial_s = initial_s
         self.delay = initial_s
         self.max_s = max_s
         self.stop = stop
+
+    def reset(self) -> None:
+        """Back to the initial delay (after a success)."""
+        self.delay = self.initial_s
 
     def wait(self) -> bool:
         """Sleep the current delay; False if the service is stopping."""

@@ -5,7 +5,14 @@
 there (including services started with :class:`ManagedProcess`).
 """
 
-from .config import REPO_ROOT, StackConfig, command_database_url, free_port, free_ports
+from .config import (
+    REPO_ROOT,
+    StackConfig,
+    command_database_url,
+    command_kafka_bootstrap,
+    free_port,
+    free_ports,
+)
 from .kafka import TopicSpec, ensure_topics, load_topics, partition_counts
 from .process import (
     ManagedProcess,
@@ -31,6 +38,7 @@ __all__ = [
     "StackError",
     "TopicSpec",
     "command_database_url",
+    "command_kafka_bootstrap",
     "down",
     "ensure_port_free",
     "ensure_topics",

@@ -124,10 +124,21 @@ class StackConfig(BaseSettings):
         return self.logs_dir / f"{name}.log"
 
 
-def command_database_url(flag: str | None = None) -> str:
+def command_database_url(flag: str | None = None, *, reader: bool = False) -> str:
     """The database a `revisit` command works on: its flag, else ``REVISIT_DATABASE_URL``,
-    else the embedded stack's (as the schema's owner)."""
-    return flag or os.environ.get("REVISIT_DATABASE_URL") or StackConfig().database_url
+    else the embedded stack's (as the schema's owner). With `reader`, the read-only
+    role's: the flag, else ``REVISIT_READER_DATABASE_URL``, else the stack's reader."""
+    if reader:
+        env, default = "REVISIT_READER_DATABASE_URL", StackConfig().reader_database_url
+    else:
+        env, default = "REVISIT_DATABASE_URL", StackConfig().database_url
+    return flag or os.environ.get(env) or default
+
+
+def command_kafka_bootstrap(flag: str | None = None) -> str:
+    """The broker a `revisit` command talks to: its flag, else
+    ``REVISIT_KAFKA_BOOTSTRAP``, else the embedded stack's."""
+    return flag or os.environ.get("REVISIT_KAFKA_BOOTSTRAP") or StackConfig().kafka_bootstrap
 
 
 def free_port() -> int:

@@ -89,19 +89,27 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def ensure_port_free(port: int, setting: str) -> None:
-    """Raise :class:`PortInUseError` naming ``setting`` (and its env var) if ``port`` is taken."""
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on ``host:port`` now; None when it could."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR: a port held only by TIME_WAIT connections is usable by the servers too.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError as exc:
-            raise PortInUseError(
-                f"port {port} on 127.0.0.1 is already in use ({exc.strerror}); "
-                f"stop what listens there or choose another port with "
-                f"{setting} (env REVISIT_{setting.upper()})"
-            ) from exc
+            return exc
+    return None
+
+
+def ensure_port_free(port: int, setting: str) -> None:
+    """Raise :class:`PortInUseError` naming ``setting`` (and its env var) if ``port`` is taken."""
+    exc = bind_error("127.0.0.1", port)
+    if exc is not None:
+        raise PortInUseError(
+            f"port {port} on 127.0.0.1 is already in use ({exc.strerror}); "
+            f"stop what listens there or choose another port with "
+            f"{setting} (env REVISIT_{setting.upper()})"
+        ) from exc
 
 
 def tail(path: Path, lines: int = 30) -> str:
