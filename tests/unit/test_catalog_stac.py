@@ -10,6 +10,8 @@ from typing import Any
 
 import pystac
 import pytest
+import shapely
+import shapely.geometry
 
 from revisit_catalog.handler import Published, Subscription, discover
 from revisit_catalog.stac import S2_BANDS, map_item, scene_event, version_of
@@ -168,6 +170,23 @@ def test_earth_search_response_one_event_per_acquisition_and_rejects_l1c() -> No
     assert sorted(s.tile_id for s in found.scenes) == ["24MUA", "24MVV", "24MWV", "24MXV"]
     assert found.outcomes == {"published": 4, "duplicate": 3, "rejected": 3}
     assert {i.collection_id for i, _ in found.rejected} == {"sentinel-2-l1c"}
+
+
+def test_an_item_whose_scene_event_is_over_the_size_limit_is_rejected() -> None:
+    (item,) = items(N0400)
+    (scene,) = discover([item], [everywhere("sentinel-2-l2a")], nothing_published, NOW).scenes
+    dense = item.clone()
+    dense.id = "dense-footprint"
+    footprint = shapely.segmentize(shapely.geometry.shape(item.geometry), 1e-4)
+    dense.geometry = shapely.geometry.mapping(footprint)
+    limit = scene.ByteSize() + 1000
+    found = discover([dense], [everywhere("sentinel-2-l2a")], nothing_published, NOW, "", limit)
+    assert found.scenes == [] and found.outcomes == {"rejected": 1}
+    ((rejected, error),) = found.rejected
+    assert rejected is dense
+    assert f"over the {limit}-byte event limit (footprint of " in str(error)
+    kept = discover([item], [everywhere("sentinel-2-l2a")], nothing_published, NOW, "", limit)
+    assert len(kept.scenes) == 1
 
 
 def test_planetary_computer_series_overlapping_responses_dedupe() -> None:

@@ -140,6 +140,14 @@ def test_plan_leaves_out_what_was_replayed_unless_forced() -> None:
         "replayed 1 letter; 1 replayed before left out (--force sends them again); "
         "1 from a catalog source left out"
     )
+    cut = make(3)
+    cut.letter.value_cut_from = 2_000_000
+    plan = plan_replay([cut], {}, force=True)
+    assert (plan.send, plan.cut) == ([], [cut]) and not cut.as_json()["replayable"]
+    assert summary(plan, dry_run=False) == (
+        "replayed 0 letters; 1 cut to fit the DLQ left out (their originals stay in the "
+        "source topic until its retention)"
+    )
     forced = plan_replay(letters, replayed, force=True)
     assert [x.offset for x in forced.send] == [0, 1]
     assert summary(forced, dry_run=True) == (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from revisit_common.errors import PoisonError
 from revisit_common.payload import PayloadStore
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LCZ_BANDS, LczGrid, select_bands
-from revisit_preprocess.raster import snapped_window
+from revisit_preprocess.raster import snapped_window, tile_epsg
+from tests.rasters import reproject_cog, rewrite_cog
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,61 @@ def test_scl_clouds_mask_patches_and_a_fully_cloudy_aoi_is_no_valid_observation(
     (cloudy,) = handle_scene(with_scl(june, tmp_path / "all.tif", 1.0), store, grid)
     assert isinstance(cloudy.event, pb.ObservationBatch)
     assert cloudy.event.no_valid_observation and not cloudy.event.lcz_patches
+
+
+def _with_bands(
+    scene: pb.SceneDiscovered, tmp_path: Path, change: Callable[[str, Path, Path], str]
+) -> pb.SceneDiscovered:
+    """The scene with every band's raster replaced by `change(band, source, target)`."""
+    out = pb.SceneDiscovered()
+    out.CopyFrom(scene)
+    for band in out.bands:
+        band.href = change(band.band, Path(band.href), tmp_path / f"{band.band}.tif")
+    return out
+
+
+def test_tile_epsg_is_the_utm_zone_of_the_mgrs_tile() -> None:
+    assert tile_epsg("31UFS") == 32631  # Hesbaye
+    assert tile_epsg("30PXC") == 32630  # Ouagadougou
+    assert tile_epsg("38KQE") == 32738  # Antananarivo, south of the equator
+    assert tile_epsg("S1-R088-ASC") is None and tile_epsg("61UFS") is None
+
+
+def test_rasters_in_another_crs_than_the_tiles_are_poison(
+    june: pb.SceneDiscovered, tmp_path: Path
+) -> None:
+    mercator = _with_bands(june, tmp_path, lambda b, src, dst: reproject_cog(src, dst, 3857))
+    with pytest.raises(PoisonError, match="is in EPSG:3857, not in EPSG:32631, the UTM zone"):
+        handle_scene(mercator, PayloadStore(tmp_path), LczGrid())
+
+
+def test_out_of_range_and_nan_reflectances_are_masked(
+    june: pb.SceneDiscovered, tmp_path: Path
+) -> None:
+    def saturate_west(band: str, src: Path, dst: Path) -> str:
+        if band != "B04":
+            return str(src)
+
+        def change(dn: np.ndarray) -> np.ndarray:
+            out = dn.copy()
+            out[:, : dn.shape[1] // 2] = 30_000  # reflectance 3.0: impossible
+            return out
+
+        return rewrite_cog(src, dst, change)
+
+    store = PayloadStore(tmp_path)
+    (clear,) = handle_scene(june, store, LczGrid())
+    (half,) = handle_scene(_with_bands(june, tmp_path, saturate_west), store, LczGrid())
+    assert isinstance(clear.event, pb.ObservationBatch)
+    assert isinstance(half.event, pb.ObservationBatch)
+    kept = {p.cell_id for p in half.event.lcz_patches}
+    assert 0 < len(kept) < len(clear.event.lcz_patches)
+    assert kept < {p.cell_id for p in clear.event.lcz_patches}
+
+    def nan(band: str, src: Path, dst: Path) -> str:
+        return rewrite_cog(src, dst, lambda dn: np.full(dn.shape, np.nan, np.float32))
+
+    (none,) = handle_scene(_with_bands(june, tmp_path, nan), store, LczGrid())
+    assert isinstance(none.event, pb.ObservationBatch)
+    assert none.event.no_valid_observation and not none.event.lcz_patches
+    assert "reflectance out of range" in none.event.notes[-1]

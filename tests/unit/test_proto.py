@@ -10,7 +10,7 @@ import pytest
 from revisit_cli.stack import REPO_ROOT
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.events import decode, derived_header, now, root_header
+from revisit_common.events import SCHEMA_REVISION, decode, derived_header, now, root_header
 
 
 def test_generated_code_is_current() -> None:
@@ -38,3 +38,16 @@ def test_decode_round_trip_and_poison() -> None:
         decode(pb.SceneDiscovered, b"")
     with pytest.raises(PoisonError, match=r"without header\.event_id"):
         decode(pb.SceneDiscovered, pb.SceneDiscovered(tile_id="31UFS").SerializeToString())
+
+
+def test_events_of_a_newer_schema_revision_are_poison() -> None:
+    header = root_header("catalog", "x", now(), now())
+    assert header.schema_revision == SCHEMA_REVISION == 1
+    assert derived_header("preprocess", header).schema_revision == SCHEMA_REVISION
+    older = pb.SceneDiscovered(header=header)
+    older.header.schema_revision = 0  # written before the field existed: revision 1
+    assert decode(pb.SceneDiscovered, older.SerializeToString()).header.event_id
+    newer = pb.SceneDiscovered(header=header)
+    newer.header.schema_revision = 2
+    with pytest.raises(PoisonError, match="of schema revision 2, from catalog: this service"):
+        decode(pb.SceneDiscovered, newer.SerializeToString())

@@ -139,3 +139,37 @@ def test_triton_errors_a_restarting_server_gives_are_transient() -> None:
         error("unexpected shape for input 'pixels', got [1, 3]", "StatusCode.INVALID_ARGUMENT"),
         PoisonError,
     )
+
+
+def test_an_output_over_the_event_limit_sends_its_input_to_the_dlq() -> None:
+    settings = ServiceSettings(max_event_bytes=20_000)
+    app = ServiceApp("preprocess", settings, CollectorRegistry())
+    try:
+        big = pb.ObservationBatch(tile_id="31UFS", notes=["x" * 30_000])
+        out = Output("eo.observations.v1", b"31UFS", big)
+        original = scene()
+        (letter,) = app._handle(stage(lambda e: [out]), Record(original))  # type: ignore[misc]
+        assert letter.topic == "eo.scenes.v1.dlq" and isinstance(letter.event, pb.DeadLetter)
+        assert letter.event.error.startswith(
+            "its ObservationBatch for eo.observations.v1 would be 30011 bytes, over the "
+            "20000-byte event limit"
+        )
+        assert letter.event.value == original and not letter.event.value_cut_from
+        small = Output("eo.observations.v1", b"31UFS", pb.ObservationBatch(tile_id="31UFS"))
+        assert app._handle(stage(lambda e: [small]), Record(original)) == [small]
+    finally:
+        app.http.shutdown()
+
+
+def test_a_letter_over_the_event_limit_keeps_the_start_of_the_value() -> None:
+    app = ServiceApp("preprocess", ServiceSettings(max_event_bytes=20_000), CollectorRegistry())
+    try:
+        value = bytes(range(256)) * 100  # 25,600 bytes: not even a valid event
+        (letter,) = app._handle(stage(lambda e: []), Record(value))  # type: ignore[misc]
+        event = letter.event
+        assert isinstance(event, pb.DeadLetter) and event.ByteSize() <= 20_000
+        assert event.value_cut_from == len(value) and value.startswith(event.value)
+        assert len(event.value) > 15_000
+        assert "the original is eo.scenes.v1[2]@41" in event.error
+    finally:
+        app.http.shutdown()

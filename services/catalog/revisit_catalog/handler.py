@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 
 import pystac
+import shapely
 from shapely import wkt
 from shapely.geometry.base import BaseGeometry
 
@@ -90,24 +91,29 @@ def _repeat(seen: Version, kept: Version) -> str:
 
 def newest_versions(
     items: Iterable[pystac.Item], discovered_at: datetime, source: str, result: Discovery
-) -> list[MappedItem]:
-    """One mapped item per acquisition, its newest version; the others are counted."""
-    newest: dict[str, MappedItem] = {}
+) -> list[tuple[MappedItem, pystac.Item]]:
+    """One mapped item per acquisition, its newest version (with the item it comes from);
+    the others are counted."""
+    newest: dict[str, tuple[MappedItem, pystac.Item]] = {}
     for item in items:
         try:
             mapped = map_item(item, discovered_at, source)
         except PoisonError as exc:
-            result.rejected.append((item, exc))
-            result.outcomes["rejected"] += 1
+            _reject(result, item, exc)
             continue
         held = newest.get(mapped.acquisition_key)
         if held is None:
-            newest[mapped.acquisition_key] = mapped
+            newest[mapped.acquisition_key] = (mapped, item)
             continue
-        if mapped.version > held.version:
-            newest[mapped.acquisition_key], held = mapped, newest[mapped.acquisition_key]
-        result.outcomes[_repeat(mapped.version, held.version)] += 1
+        if mapped.version > held[0].version:
+            newest[mapped.acquisition_key], held = (mapped, item), newest[mapped.acquisition_key]
+        result.outcomes[_repeat(mapped.version, held[0].version)] += 1
     return list(newest.values())
+
+
+def _reject(result: Discovery, item: pystac.Item, error: PoisonError) -> None:
+    result.rejected.append((item, error))
+    result.outcomes["rejected"] += 1
 
 
 def discover(
@@ -116,6 +122,7 @@ def discover(
     published: Callable[[set[str]], Mapping[tuple[str, str], Published]],
     discovered_at: datetime,
     source: str = "",
+    max_event_bytes: int | None = None,
 ) -> Discovery:
     """Scene events for the new acquisitions and versions over each subscription.
 
@@ -125,12 +132,15 @@ def discover(
     version (processing baseline, then production time) is newer: then it is published
     with `reprocessed` set, under the acquisition time of the version it replaces, so
     that rows downstream are overwritten rather than duplicated.
+
+    An item whose scene event would be larger than `max_event_bytes` (a footprint of
+    very many vertices) is rejected: no broker would take the event.
     """
     result = Discovery()
     subs = list(subscriptions)
     newest = newest_versions(items, discovered_at, source, result)
-    before_now = published({m.acquisition_key for m in newest})
-    for mapped in newest:
+    before_now = published({m.acquisition_key for m, _ in newest})
+    for mapped, item in newest:
         for sub in subs:
             if not sub.takes(mapped):
                 continue
@@ -152,6 +162,15 @@ def discover(
                 scene.reprocessed = True
                 scene.replaces_scene_id = before.scene_id
                 scene.header.acquired_at.FromDatetime(before.acquired_at)
+            size = scene.ByteSize()
+            if max_event_bytes is not None and size > max_event_bytes:
+                error = PoisonError(
+                    f"item {item.id}: its scene event for AOI {sub.aoi.name} would be "
+                    f"{size} bytes, over the {max_event_bytes}-byte event limit "
+                    f"(footprint of {shapely.get_num_coordinates(mapped.geometry)} vertices)"
+                )
+                _reject(result, item, error)
+                continue
             result.outcomes["reprocessed" if scene.reprocessed else "published"] += 1
             result.scenes.append(scene)
     result.scenes.sort(key=lambda s: (s.tile_id, s.header.acquired_at.ToDatetime()))

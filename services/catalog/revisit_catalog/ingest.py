@@ -80,7 +80,12 @@ class Ingest:
         items = list(self.source.search(collection, sub.geometry, start, end))
         one = replace(sub, collections=(collection,))
         found = discover(
-            items, [one], lambda keys: published(self.engine, keys), now(), self.source.name
+            items,
+            [one],
+            lambda keys: published(self.engine, keys),
+            now(),
+            self.source.name,
+            self.app.settings.max_event_bytes,
         )
         self._publish(found)
         for outcome, count in found.outcomes.items():

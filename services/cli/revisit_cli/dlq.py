@@ -19,7 +19,9 @@ replayed too.
 
 Letters the catalog wrote about STAC items it could not map come from a catalog source,
 not from a Kafka topic: they are listed but not replayed (fix the mapping, then search
-that period again with `revisit catalog backfill`).
+that period again with `revisit catalog backfill`). Nor are letters whose value had to
+be cut to fit the event size limit (`value_cut_from`): their original is still in the
+source topic, at the position the letter names, until that topic's retention.
 """
 
 from __future__ import annotations
@@ -113,11 +115,12 @@ class Letter:
             "source_topic": self.letter.source_topic,
             "source_partition": self.letter.partition,
             "source_offset": self.letter.offset,
-            "replayable": self.replay_topic is not None,
+            "replayable": self.replay_topic is not None and not self.letter.value_cut_from,
             "error_type": self.letter.error_type,
             "error": self.letter.error,
             "key": self.letter.key.decode("utf-8", "backslashreplace"),
             "value_bytes": len(self.letter.value),
+            "value_cut_from": self.letter.value_cut_from or None,
             "replayed": replayed,
         }
 
@@ -252,6 +255,7 @@ class Plan:
     send: list[Letter] = field(default_factory=list)
     already: list[Letter] = field(default_factory=list)  # replayed before (no --force)
     not_kafka: list[Letter] = field(default_factory=list)  # from a catalog source
+    cut: list[Letter] = field(default_factory=list)  # value cut to fit the DLQ
 
 
 def plan_replay(
@@ -261,6 +265,8 @@ def plan_replay(
     for letter in selected:
         if letter.replay_topic is None:
             plan.not_kafka.append(letter)
+        elif letter.letter.value_cut_from:
+            plan.cut.append(letter)
         elif not force and letter.offset in replayed.get(
             (letter.topic, letter.partition), Replayed()
         ):
@@ -279,6 +285,11 @@ def summary(plan: Plan, dry_run: bool) -> str:
         parts.append(
             f"{len(plan.not_kafka)} from a catalog source left out (fix the mapping, then "
             "`revisit catalog backfill` over that period)"
+        )
+    if plan.cut:
+        parts.append(
+            f"{len(plan.cut)} cut to fit the DLQ left out (their originals stay in the "
+            "source topic until its retention)"
         )
     return "; ".join(parts)
 
@@ -503,6 +514,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"left out {letter.position}: replayed before (--force sends it again)")
         for letter in plan.not_kafka:
             print(f"left out {letter.position}: from {letter.source}, not a Kafka record")
+        for letter in plan.cut:
+            print(
+                f"left out {letter.position}: only {len(letter.letter.value)} of its "
+                f"{letter.letter.value_cut_from} bytes were kept; the original is {letter.source}"
+            )
         if args.dry_run:
             for letter in plan.send:
                 print(f"would replay {letter.position} to {letter.replay_topic}")

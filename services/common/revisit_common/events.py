@@ -16,6 +16,9 @@ SCENES_TOPIC = "eo.scenes.v1"
 OBSERVATIONS_TOPIC = "eo.observations.v1"
 PREDICTIONS_TOPIC = "eo.predictions.v1"
 
+#: The revision of the v1 schemas this code writes and understands (`Header.schema_revision`).
+SCHEMA_REVISION = 1
+
 #: Values of `SceneDiscovered.sensor`.
 SENTINEL2 = "sentinel-2"
 SENTINEL1 = "sentinel-1"
@@ -46,6 +49,12 @@ def decode(message_type: type[M], value: bytes | None) -> M:
             f"{message_type.DESCRIPTOR.full_name} without header.event_id: wrong topic or "
             "event version?"
         )
+    if header is not None and header.schema_revision > SCHEMA_REVISION:
+        raise PoisonError(
+            f"{message_type.DESCRIPTOR.full_name} of schema revision {header.schema_revision}, "
+            f"from {header.producer or 'an unknown producer'}: this service reads revisions "
+            f"up to {SCHEMA_REVISION}; upgrade it, then replay the DLQ"
+        )
     return event
 
 
@@ -75,6 +84,7 @@ def root_header(
         scene_id=scene_id,
         acquired_at=timestamp(acquired_at),
         discovered_at=timestamp(discovered_at),
+        schema_revision=SCHEMA_REVISION,
     )
 
 
@@ -85,4 +95,5 @@ def derived_header(producer: str, parent: pb.Header) -> pb.Header:
     header.event_id = str(uuid.uuid4())
     header.producer = producer
     header.produced_at.CopyFrom(timestamp(now()))
+    header.schema_revision = SCHEMA_REVISION
     return header

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Header(_message.Message):
-    __slots__ = ("event_id", "trace_id", "producer", "produced_at", "scene_id", "acquired_at", "discovered_at")
+    __slots__ = ("event_id", "trace_id", "producer", "produced_at", "scene_id", "acquired_at", "discovered_at", "schema_revision")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class Header(_message.Message):
     SCENE_ID_FIELD_NUMBER: _ClassVar[int]
     ACQUIRED_AT_FIELD_NUMBER: _ClassVar[int]
     DISCOVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_REVISION_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     trace_id: str
     producer: str
@@ -25,7 +26,8 @@ class Header(_message.Message):
     scene_id: str
     acquired_at: _timestamp_pb2.Timestamp
     discovered_at: _timestamp_pb2.Timestamp
-    def __init__(self, event_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., producer: _Optional[str] = ..., produced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scene_id: _Optional[str] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., discovered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    schema_revision: int
+    def __init__(self, event_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., producer: _Optional[str] = ..., produced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scene_id: _Optional[str] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., discovered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_revision: _Optional[int] = ...) -> None: ...
 
 class Aoi(_message.Message):
     __slots__ = ("name", "kind", "geometry_wkt", "season_start", "season_end")
@@ -268,7 +270,7 @@ class PredictionBatch(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., indicator: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., epsg: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., season: _Optional[str] = ..., value_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
-    __slots__ = ("stage", "source_topic", "partition", "offset", "key", "value", "error_type", "error", "failed_at")
+    __slots__ = ("stage", "source_topic", "partition", "offset", "key", "value", "error_type", "error", "failed_at", "value_cut_from")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
@@ -278,6 +280,7 @@ class DeadLetter(_message.Message):
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     FAILED_AT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_CUT_FROM_FIELD_NUMBER: _ClassVar[int]
     stage: str
     source_topic: str
     partition: int
@@ -287,4 +290,5 @@ class DeadLetter(_message.Message):
     error_type: str
     error: str
     failed_at: _timestamp_pb2.Timestamp
-    def __init__(self, stage: _Optional[str] = ..., source_topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., error_type: _Optional[str] = ..., error: _Optional[str] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    value_cut_from: int
+    def __init__(self, stage: _Optional[str] = ..., source_topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., error_type: _Optional[str] = ..., error: _Optional[str] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value_cut_from: _Optional[int] = ...) -> None: ...

@@ -10,6 +10,7 @@ the message is left uncommitted and is processed again after the restart.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
@@ -128,6 +129,8 @@ class ServiceApp:
                     acks="all",
                     linger_ms=5,
                     retries=5,
+                    # room for the key and the record's framing above the event limit
+                    max_request_size=max(1_048_576, self.settings.max_event_bytes + 65_536),
                 )
             )
         return self._producer
@@ -284,7 +287,12 @@ class ServiceApp:
                 self.metrics.handler_seconds.observe(time.perf_counter() - started)
                 self.metrics.last_success.set_to_current_time()
                 self.state = "running"
-                outputs.update((i, result) for (i, _), result in zip(events, results, strict=True))
+                for (i, _), result in zip(events, results, strict=True):
+                    try:
+                        self._check_size(result)
+                        outputs[i] = result
+                    except PoisonError as exc:
+                        outputs[i] = self._poison(stage, records[i], self._where(records[i]), exc)
                 break
             except TransientError as exc:
                 self.metrics.failed.labels("transient").inc()
@@ -326,6 +334,7 @@ class ServiceApp:
         while True:
             try:
                 outputs = stage.process(event)
+                self._check_size(outputs)
                 self.metrics.handler_seconds.observe(time.perf_counter() - started)
                 self.metrics.last_success.set_to_current_time()
                 self.state = "running"
@@ -342,6 +351,17 @@ class ServiceApp:
                 self.metrics.failed.labels("unexpected").inc()
                 log.exception("%s: %s: unexpected error, to DLQ", self.service, where)
                 return [self._dead_letter(stage, record, exc, traceback.format_exc())]
+
+    def _check_size(self, outputs: Sequence[Output]) -> None:
+        """PoisonError when an output is larger than the event limit: the broker would
+        refuse it, and the record would be retried forever."""
+        limit = self.settings.max_event_bytes
+        for out in outputs:
+            if (size := out.event.ByteSize()) > limit:
+                raise PoisonError(
+                    f"its {type(out.event).__name__} for {out.topic} would be {size} bytes, "
+                    f"over the {limit}-byte event limit (REVISIT_MAX_EVENT_BYTES)"
+                )
 
     def _poison(self, stage: Stage[M], record: Any, where: str, exc: PoisonError) -> list[Output]:
         self.metrics.failed.labels("poison").inc()
@@ -388,6 +408,16 @@ class ServiceApp:
             error=f"{exc}\n{detail}".strip(),
             failed_at=timestamp(now()),
         )
+        if (size := letter.ByteSize()) > self.settings.max_event_bytes:
+            # Too large for the DLQ as it is: keep the start of the value, say what it was.
+            keep = max(0, len(value) - (size - self.settings.max_event_bytes) - 1024)
+            letter.value = value[:keep]
+            letter.value_cut_from = len(value)
+            letter.error += (
+                f"\n(value cut from {len(value)} to {keep} bytes, sha256 "
+                f"{hashlib.sha256(value).hexdigest()}: the original is {source}"
+                f"[{partition}]@{offset})"
+            )
         return Output(topic=topic, key=key, event=letter)
 
 

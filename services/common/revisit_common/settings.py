@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,10 @@ class ServiceSettings(BaseSettings):
     - ``REVISIT_PAYLOAD_RETENTION_DAYS``: payloads older than this are deleted, hourly,
       by the inference service, their last reader (0: kept forever).
     - ``REVISIT_MAX_POLL_RECORDS``: messages handled between two offset commits.
+    - ``REVISIT_MAX_EVENT_BYTES``: the largest event a service sends (1,000,000: under
+      the 1 MiB a Kafka broker and producer accept by default). A record whose outputs
+      would be larger goes to the DLQ instead, and a dead letter that would be larger
+      keeps only the start of the original value (see ``DeadLetter.value_cut_from``).
     - ``REVISIT_RETRY_INITIAL_S`` / ``REVISIT_RETRY_MAX_S``: backoff of transient retries.
     - ``REVISIT_LOG_LEVEL``: ``INFO`` by default.
     - Kafka security (all empty: a plaintext listener, as the embedded stack has):
@@ -48,6 +52,7 @@ class ServiceSettings(BaseSettings):
     payload_s3_endpoint_url: str = ""
     payload_retention_days: float = 0.0
     max_poll_records: int = 16
+    max_event_bytes: int = Field(default=1_000_000, ge=10_000)
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     log_level: str = "INFO"

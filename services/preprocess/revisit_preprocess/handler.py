@@ -43,7 +43,7 @@ from revisit_preprocess.pixelsets import (
     PixelSetConfig,
     extract_pixel_sets,
 )
-from revisit_preprocess.raster import read_stack
+from revisit_preprocess.raster import read_stack, tile_epsg
 from revisit_preprocess.region import INDICES, region_inputs
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,9 @@ def _key(scene: pb.SceneDiscovered, product: str) -> str:
 
 def _lcz(scene: pb.SceneDiscovered, store: PayloadStore, grid: LczGrid) -> pb.ObservationBatch:
     bands, notes = select_bands(scene, grid)
-    stack = read_stack(bands, scene.aoi.geometry_wkt, grid.stride_px, _scl(scene, notes))
+    stack = read_stack(
+        bands, scene.aoi.geometry_wkt, grid.stride_px, _scl(scene, notes), tile_epsg(scene.tile_id)
+    )
     batch = _batch(scene, "lcz_patches", notes)
     if stack is None:
         return _nothing(batch, "the AOI does not overlap the scene's rasters")
@@ -127,7 +129,9 @@ def _lcz(scene: pb.SceneDiscovered, store: PayloadStore, grid: LczGrid) -> pb.Ob
     if patches:
         batch.patches.CopyFrom(store.put_array(f"{_key(scene, 'lcz')}/patches", array))
     else:
-        batch.notes.append("no patch with enough valid pixels (cloud or no data)")
+        batch.notes.append(
+            "no patch with enough valid pixels (cloud, no data or reflectance out of range)"
+        )
     return batch
 
 
@@ -143,7 +147,14 @@ def _parcel_pixels(
     if not found:
         return _no_parcel(batch, scene)
     acquisition = scene.acquisition_key or _id(scene)
-    sets = extract_pixel_sets(bands, _scl(scene, batch.notes), found, acquisition, config)
+    sets = extract_pixel_sets(
+        bands,
+        _scl(scene, batch.notes),
+        found,
+        acquisition,
+        config,
+        epsg=tile_epsg(scene.tile_id),
+    )
     _fill_parcels(batch, scene, store, "parcel_pixels", sets, VALUE_SCALE)
     return batch
 
@@ -199,7 +210,8 @@ def _fill_parcels(
     if not len(parcel_ids):
         _nothing(
             batch,
-            f"none of the {in_scene} parcels in the scene has a valid pixel (cloud or no data)"
+            f"none of the {in_scene} parcels in the scene has a valid pixel (cloud, no data or "
+            "reflectance out of range)"
             if in_scene
             else "no parcel of the AOI lies on the scene's rasters",
         )
@@ -216,7 +228,9 @@ def _fill_parcels(
 
 def _region(scene: pb.SceneDiscovered, store: PayloadStore) -> pb.ObservationBatch:
     bands, notes = select_bands(scene, LczGrid())
-    stack = read_stack(bands, scene.aoi.geometry_wkt, 1, _scl(scene, notes))
+    stack = read_stack(
+        bands, scene.aoi.geometry_wkt, 1, _scl(scene, notes), tile_epsg(scene.tile_id)
+    )
     batch = _batch(scene, "region_pixels", notes)
     if stack is None:
         return _nothing(batch, "the AOI does not overlap the scene's rasters")
@@ -232,7 +246,9 @@ def _region(scene: pb.SceneDiscovered, store: PayloadStore) -> pb.ObservationBat
     else:
         batch.notes.append("the scene has no sun/view angles: biophysical inputs incomplete")
     if not inputs.valid.any():
-        return _nothing(batch, "no valid pixel in the AOI (cloud or no data)")
+        return _nothing(
+            batch, "no valid pixel in the AOI (cloud, no data or reflectance out of range)"
+        )
     key = _key(scene, "region")
     region.reflectance.CopyFrom(store.put_array(f"{key}/reflectance", inputs.reflectance))
     region.valid.CopyFrom(store.put_array(f"{key}/valid", inputs.valid))

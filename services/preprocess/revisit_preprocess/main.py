@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine, create_engine
 
 from revisit_common import events_pb2 as pb
@@ -9,7 +12,7 @@ from revisit_common.db.errors import database_errors
 from revisit_common.db.parcels import parcels_in
 from revisit_common.events import OBSERVATIONS_TOPIC, SCENES_TOPIC
 from revisit_common.payload import payload_store_from_settings
-from revisit_common.runtime import ServiceApp, Stage, configure_logging
+from revisit_common.runtime import Output, ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
 from revisit_preprocess.handler import PRODUCER, ParcelSource, handle_scene
 from revisit_preprocess.lcz import LczGrid
@@ -45,6 +48,39 @@ def database_parcels(engine: Engine) -> ParcelSource:
     return fetch
 
 
+#: What became of a scene: observations with valid pixels; none (clouds, no data,
+#: reflectance out of range, the AOI off the rasters: the pass is stored as
+#: `no_valid_observation`); or no product for this sensor and AOI kind (skipped).
+OUTCOMES = ("observed", "no_valid_observation", "no_product")
+
+
+def counted(
+    handle: Callable[[pb.SceneDiscovered], list[Output]], registry: CollectorRegistry
+) -> Callable[[pb.SceneDiscovered], list[Output]]:
+    """`handle`, counting each scene's outcome in `revisit_preprocess_scenes_total`."""
+    scenes = Counter(
+        "revisit_preprocess_scenes",
+        "Scenes preprocessed, by outcome (observed, no_valid_observation, no_product).",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome in OUTCOMES:
+        scenes.labels(outcome)
+
+    def process(scene: pb.SceneDiscovered) -> list[Output]:
+        outputs = handle(scene)
+        batches = [o.event for o in outputs if isinstance(o.event, pb.ObservationBatch)]
+        if not batches:
+            scenes.labels("no_product").inc()
+        elif all(b.no_valid_observation for b in batches):
+            scenes.labels("no_valid_observation").inc()
+        else:
+            scenes.labels("observed").inc()
+        return outputs
+
+    return process
+
+
 def main() -> None:
     settings = PreprocessSettings()
     configure_logging(settings.log_level)
@@ -62,7 +98,10 @@ def main() -> None:
             service="preprocess",
             input_topic=SCENES_TOPIC,
             event_type=pb.SceneDiscovered,
-            process=lambda scene: handle_scene(scene, store, grid, parcels, pixel_sets),
+            process=counted(
+                lambda scene: handle_scene(scene, store, grid, parcels, pixel_sets),
+                app.registry,
+            ),
         )
     )
 

@@ -39,6 +39,7 @@ from revisit_preprocess.raster import (
     nodata_of,
     open_band,
     open_bands,
+    plausible,
     read_window,
     to_crs,
 )
@@ -257,16 +258,22 @@ class ParcelReader:
         bands: Sequence[pb.BandAsset],
         scl: pb.BandAsset | None = None,
         require_positive: bool = False,
+        reflectance: bool = False,
+        epsg: int | None = None,
     ) -> None:
+        """`reflectance`: the bands are surface reflectance (scale and offset applied),
+        and pixels out of `REFLECTANCE_RANGE` are not valid. `epsg`: the CRS the rasters
+        must be in."""
         if not bands:
             raise PoisonError("no band to read")
         self.bands, self.scl, self.require_positive = list(bands), scl, require_positive
+        self.reflectance, self.epsg = reflectance, epsg
         self._stack = ExitStack()
 
     def __enter__(self) -> ParcelReader:
         opened = self._stack
         opened.enter_context(rasterio.Env(**GDAL_ENV))
-        self.sources = open_bands(opened, self.bands)
+        self.sources = open_bands(opened, self.bands, self.epsg)
         self.scl_src = opened.enter_context(open_band(self.scl)) if self.scl is not None else None
         ref = self.sources[0]
         self.crs, self.transform = ref.crs, ref.transform
@@ -342,7 +349,12 @@ class ParcelReader:
             if nodata is not None and not math.isnan(nodata):
                 valid &= picked != nodata
             raw[b] = picked
-        valid &= np.isfinite(raw).all(axis=0)
+        if self.reflectance:
+            scales = np.array([b.scale for b in self.bands], np.float32)[:, None]
+            offsets = np.array([b.offset for b in self.bands], np.float32)[:, None]
+            valid &= plausible(raw * scales + offsets)
+        else:
+            valid &= np.isfinite(raw).all(axis=0)
         if self.require_positive:
             valid &= (raw > 0).all(axis=0)
         if self.scl_src is not None and self.scl is not None:
@@ -411,8 +423,10 @@ def extract_pixel_sets(
     acquisition: str,
     config: PixelSetConfig = DEFAULT_PIXEL_SETS,
     parcels_crs: str | None = "EPSG:4326",
+    epsg: int | None = None,
 ) -> ParcelValues:
-    """Pixel sets of `parcels` on the scene of `bands` (first band = 10 m reference)."""
+    """Pixel sets of `parcels` on the scene of `bands` (first band = 10 m reference; in
+    EPSG:`epsg` when given)."""
     size = config.pixels
     scales = np.array([b.scale for b in bands], np.float64)[:, None, None]
     offsets = np.array([b.offset for b in bands], np.float64)[:, None, None]
@@ -427,7 +441,7 @@ def extract_pixel_sets(
         by_parcel: npt.NDArray[np.int16] = scaled.transpose(1, 0, 2)  # (P, C, S)
         return by_parcel
 
-    with ParcelReader(bands, scl) as reader:
+    with ParcelReader(bands, scl, reflectance=True, epsg=epsg) as reader:
         return collect(
             reader,
             parcels,

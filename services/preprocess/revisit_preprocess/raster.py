@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -41,6 +42,18 @@ GDAL_ENV = {
 #: saturated or defective (1), cloud shadow (3), cloud medium (8) and high (9)
 #: probability, thin cirrus (10), snow or ice (11).
 SCL_INVALID = (0, 1, 3, 8, 9, 10, 11)
+#: Surface reflectance a valid pixel has in every band. A value outside (or NaN) is
+#: defective, or the catalog's scale and offset are wrong: the pixel is masked like no
+#: data. The brightest L2A surfaces (snow, cloud tops) stay under 1.6.
+REFLECTANCE_RANGE = (-0.2, 2.0)
+
+
+def plausible(reflectance: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.bool_]:
+    """Per pixel (axis 0: bands): whether every band is finite and in REFLECTANCE_RANGE."""
+    low, high = REFLECTANCE_RANGE
+    with np.errstate(invalid="ignore"):
+        ok: npt.NDArray[np.bool_] = ((reflectance >= low) & (reflectance <= high)).all(axis=0)
+    return ok
 
 
 @dataclass(frozen=True)
@@ -93,15 +106,20 @@ def snapped_window(
 
 
 def read_stack(
-    bands: list[pb.BandAsset], aoi_wkt_4326: str, step: int, scl: pb.BandAsset | None = None
+    bands: list[pb.BandAsset],
+    aoi_wkt_4326: str,
+    step: int,
+    scl: pb.BandAsset | None = None,
+    epsg: int | None = None,
 ) -> BandStack | None:
     """Read `bands` (in that order) over the AOI; None when the AOI misses the scene.
 
-    The first band is the reference: its grid (10 m) is the grid of the result. With an
-    `scl` band, pixels of the `SCL_INVALID` classes are not valid either.
+    The first band is the reference: its grid (10 m) is the grid of the result. A pixel
+    is valid when every band has data and a plausible reflectance (`plausible`) and,
+    with an `scl` band, its class is not one of `SCL_INVALID`.
     """
     with rasterio.Env(**GDAL_ENV), ExitStack() as opened:
-        sources = open_bands(opened, bands)
+        sources = open_bands(opened, bands, epsg)
         ref = sources[0]
         crs, ref_transform = ref.crs, ref.transform
         aoi = to_crs([_wkt(aoi_wkt_4326)], crs)[0]
@@ -125,7 +143,7 @@ def read_stack(
             # classes: nearest neighbour onto the 10 m grid, never interpolated
             classes = _read_onto(src, scl.href, bounds, shape_out, Resampling.nearest)
             valid &= ~np.isin(classes, SCL_INVALID)
-    valid &= np.isfinite(reflectance).all(axis=0)
+    valid &= plausible(reflectance)
     return BandStack(
         reflectance, valid, transform, crs, aoi, int(window.row_off), int(window.col_off)
     )
@@ -171,16 +189,35 @@ def to_crs(
     return list(shapely.transform(np.asarray(geometries, dtype=object), project))
 
 
-def open_bands(opened: ExitStack, bands: Sequence[pb.BandAsset]) -> list[rasterio.DatasetReader]:
+def open_bands(
+    opened: ExitStack, bands: Sequence[pb.BandAsset], epsg: int | None = None
+) -> list[rasterio.DatasetReader]:
     """Open the bands (closed with `opened`); PoisonError unless all share the CRS of the
-    first one."""
+    first one and, with `epsg`, that CRS is EPSG:`epsg`."""
     sources = [opened.enter_context(open_band(b)) for b in bands]
     for band, src in zip(bands[1:], sources[1:], strict=True):
         if src.crs != sources[0].crs:
             raise PoisonError(
                 f"band {band.band} is in {src.crs}, band {bands[0].band} in {sources[0].crs}"
             )
+    if epsg is not None and sources and sources[0].crs != CRS.from_epsg(epsg):
+        raise PoisonError(
+            f"band {bands[0].band} is in {sources[0].crs or 'no CRS'}, not in EPSG:{epsg}, "
+            "the UTM zone of its MGRS tile"
+        )
     return sources
+
+
+_MGRS_TILE = re.compile(r"^(\d{1,2})([C-HJ-NP-X])[A-HJ-NP-Z]{2}$")
+
+
+def tile_epsg(tile_id: str) -> int | None:
+    """The EPSG code of the UTM zone of a Sentinel-2 MGRS tile ("31UFS" -> 32631, "38KQE"
+    -> 32738: bands C..M are south); None for an id that is not an MGRS tile."""
+    match = _MGRS_TILE.match(tile_id.upper())
+    if match is None or not 1 <= int(match[1]) <= 60:
+        return None
+    return (32600 if match[2] >= "N" else 32700) + int(match[1])
 
 
 def nodata_of(band: pb.BandAsset, src: rasterio.DatasetReader) -> float | None:
