@@ -256,10 +256,13 @@ def test_static_item_collection_unknown_collection_to_dlq(
     # A static ItemCollection is not filtered by a server: its L1C items reach the catalog.
     path = STAC / EARTH_SEARCH_S2
     sub = subscribe(engine, "static-es", "sentinel-2-l2a")
-    found = Ingest(app, engine, StaticSource(str(path), "static-es")).backfill(
-        sub, EPOCH, LATER, timedelta(days=5000)
-    )
+    ingest = Ingest(app, engine, StaticSource(str(path), "static-es"))
+    found = ingest.backfill(sub, EPOCH, LATER, timedelta(days=5000))
     assert found.outcomes["published"] == 4 and found.outcomes["rejected"] == 3
+    # searched again (a poll whose overlap covers them): seen, not dead-lettered again
+    save_cursor(engine, "static-es", "static-es", "sentinel-2-l2a", "poll", Cursor(EPOCH))
+    again = ingest.poll([sub], timedelta(days=1), timedelta(days=1), until=LATER)
+    assert again.outcomes["rejected"] == 3 and again.outcomes["duplicate"] == 4
     letters = dead_letters(stack, "static-es")
     assert len(letters) == 3
     assert all("unknown collection 'sentinel-2-l1c'" in d.error for d in letters)

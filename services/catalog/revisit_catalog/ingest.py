@@ -3,9 +3,10 @@ new, and moving the cursor: the steps that polling and backfill share."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -29,6 +30,10 @@ from revisit_common.events import SCENES_TOPIC, dlq_topic, now
 from revisit_common.runtime import Output, ServiceApp
 
 log = logging.getLogger("revisit_catalog")
+
+#: Rejected items remembered, so that one searched again (every poll searches its overlap
+#: again) is not dead-lettered again; the oldest are forgotten first.
+REMEMBERED_REJECTS = 10_000
 
 
 class CatalogMetrics:
@@ -70,6 +75,7 @@ class Ingest:
         self.engine = engine
         self.source = source
         self.metrics = CatalogMetrics(app.registry)
+        self._lettered: OrderedDict[str, None] = OrderedDict()
         app.metrics.topics(produced=(SCENES_TOPIC,), dlq=dlq_topic(SCENES_TOPIC))
 
     def window(
@@ -93,13 +99,20 @@ class Ingest:
         return len(items), found
 
     def _publish(self, found: Discovery) -> None:
-        letters = []
+        """Dead-letter the rejected items (each content and reason once per process: a
+        restart letters those still in a poll's overlap once more), record and publish
+        the scenes."""
+        letters, lettered = [], []
         for item, error in found.rejected:
-            log.error("catalog: item %s to DLQ: %s", item.id, error)
             value = json.dumps(item.to_dict(transform_hrefs=False)).encode()
+            seen = hashlib.sha256(value + str(error).encode()).hexdigest()
+            if seen in self._lettered or seen in lettered:
+                continue
+            log.error("catalog: item %s to DLQ: %s", item.id, error)
             letters.append(
                 self.app.dead_letter(SCENES_TOPIC, self.source.name, item.id.encode(), value, error)
             )
+            lettered.append(seen)
         # Recorded first, published, then marked: a crash in between publishes the scenes
         # again, which the idempotent stages downstream absorb; the reverse order could
         # lose them.
@@ -107,6 +120,10 @@ class Ingest:
         outputs = [Output(SCENES_TOPIC, s.tile_id.encode(), s) for s in found.scenes]
         if not self.app.acknowledge(self.app.send(letters + outputs)):
             raise TransientError("scene or DLQ records not acknowledged")
+        for seen in lettered:
+            self._lettered[seen] = None
+            if len(self._lettered) > REMEMBERED_REJECTS:
+                self._lettered.popitem(last=False)
         mark_published(self.engine, found.scenes)
         for scene in found.scenes:
             log.info(
