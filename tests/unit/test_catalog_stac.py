@@ -184,7 +184,7 @@ def test_an_item_whose_scene_event_is_over_the_size_limit_is_rejected() -> None:
     assert found.scenes == [] and found.outcomes == {"rejected": 1}
     ((rejected, error),) = found.rejected
     assert rejected is dense
-    assert f"over the {limit}-byte event limit (footprint of " in str(error)
+    assert f"over the {limit}-byte event limit: its footprint has " in str(error)
     kept = discover([item], [everywhere("sentinel-2-l2a")], nothing_published, NOW, "", limit)
     assert len(kept.scenes) == 1
 

@@ -162,12 +162,14 @@ def discover(
                 scene.reprocessed = True
                 scene.replaces_scene_id = before.scene_id
                 scene.header.acquired_at.FromDatetime(before.acquired_at)
-            size = scene.ByteSize()
-            if max_event_bytes is not None and size > max_event_bytes:
+            if max_event_bytes is not None and scene.ByteSize() > max_event_bytes:
+                # deterministic words (no byte count of the event, whose timestamps vary):
+                # the same item searched again gives the same reason
                 error = PoisonError(
-                    f"item {item.id}: its scene event for AOI {sub.aoi.name} would be "
-                    f"{size} bytes, over the {max_event_bytes}-byte event limit "
-                    f"(footprint of {shapely.get_num_coordinates(mapped.geometry)} vertices)"
+                    f"item {item.id}: its scene event for AOI {sub.aoi.name} is over the "
+                    f"{max_event_bytes}-byte event limit: its footprint has "
+                    f"{shapely.get_num_coordinates(mapped.geometry)} vertices "
+                    f"({len(scene.footprint_wkt)} bytes of WKT)"
                 )
                 _reject(result, item, error)
                 continue
