@@ -49,7 +49,8 @@ CHECKSUMS = {
     "lcz_cell": "to_jsonb(t) - 'id'",
     "parcel_prediction": "to_jsonb(t) - 'id'",
     "landcover_indicator": "to_jsonb(t) - 'id'",
-    "scene_processing": "to_jsonb(t) - 'discovered_at' - 'completed_at'",
+    "scene_processing": "to_jsonb(t) - 'discovered_at' - 'preprocessed_at' - 'inferred_at' "
+    "- 'completed_at'",
 }
 
 
@@ -224,6 +225,17 @@ def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
                 "biophys_model FROM landcover_indicator ORDER BY acquired_at"
             )
         ).all()
+    with engine.connect() as conn:
+        stages = conn.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE discovered_at <= preprocessed_at AND "
+                "preprocessed_at <= inferred_at AND inferred_at <= completed_at), count(*), "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                "inferred_at - preprocessed_at)) FROM scene_processing"
+            )
+        ).one()
+    assert stages[0] == stages[1]  # every stage time recorded, in the chain's order
+    print(f"\nmedian preprocessed -> inferred: {stages[2]:.2f} s")
     assert statuses == {
         (i, s): n
         for i in ("lcz", "crop_type", "land_cover", "biophysics")

@@ -257,6 +257,8 @@ def check_status(rows: list[Row]) -> None:
     (row,) = rows
     assert row["acquired_at"] == RECENT
     assert row["seconds_to_store"] is not None
+    # written straight through the store here, not through preprocess and inference
+    assert row["seconds_to_preprocess"] is None and row["seconds_to_write"] is None
 
 
 CHECKS: dict[str, Callable[[list[Row]], None]] = {

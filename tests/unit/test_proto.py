@@ -10,7 +10,15 @@ import pytest
 from revisit_cli.stack import REPO_ROOT
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.events import SCHEMA_REVISION, decode, derived_header, now, root_header
+from revisit_common.events import (
+    SCHEMA_REVISION,
+    decode,
+    derived_header,
+    now,
+    root_header,
+    stage_time,
+    to_datetime,
+)
 
 
 def test_generated_code_is_current() -> None:
@@ -51,3 +59,14 @@ def test_events_of_a_newer_schema_revision_are_poison() -> None:
     newer.header.schema_revision = 2
     with pytest.raises(PoisonError, match="of schema revision 2, from catalog: this service"):
         decode(pb.SceneDiscovered, newer.SerializeToString())
+
+
+def test_derived_headers_list_the_stages_before_them() -> None:
+    root = root_header("catalog", "x", now(), now())
+    observed = derived_header("preprocess", root)
+    predicted = derived_header("inference", observed)
+    assert [m.stage for m in predicted.stages] == ["catalog", "preprocess"]
+    assert stage_time(predicted, "preprocess") == to_datetime(observed.produced_at)
+    assert stage_time(predicted, "inference") == to_datetime(predicted.produced_at)
+    assert stage_time(predicted, "catalog") == to_datetime(root.produced_at)
+    assert stage_time(root, "preprocess") is None

@@ -68,6 +68,17 @@ def to_datetime(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+def stage_time(header: pb.Header, stage: str) -> datetime | None:
+    """When `stage` produced the event this header's chain went through (the header's
+    own producer included); None if it did not."""
+    if header.producer == stage and header.HasField("produced_at"):
+        return to_datetime(header.produced_at)
+    for mark in reversed(header.stages):
+        if mark.stage == stage and mark.HasField("at"):
+            return to_datetime(mark.at)
+    return None
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -89,9 +100,11 @@ def root_header(
 
 
 def derived_header(producer: str, parent: pb.Header) -> pb.Header:
-    """The header of an event derived from ``parent``: same trace and scene, new id."""
+    """The header of an event derived from ``parent``: same trace and scene, new id; the
+    parent's producer and time join ``stages``."""
     header = pb.Header()
     header.CopyFrom(parent)
+    header.stages.add(stage=parent.producer).at.CopyFrom(parent.produced_at)
     header.event_id = str(uuid.uuid4())
     header.producer = producer
     header.produced_at.CopyFrom(timestamp(now()))

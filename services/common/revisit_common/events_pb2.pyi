@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Header(_message.Message):
-    __slots__ = ("event_id", "trace_id", "producer", "produced_at", "scene_id", "acquired_at", "discovered_at", "schema_revision")
+    __slots__ = ("event_id", "trace_id", "producer", "produced_at", "scene_id", "acquired_at", "discovered_at", "schema_revision", "stages")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class Header(_message.Message):
     ACQUIRED_AT_FIELD_NUMBER: _ClassVar[int]
     DISCOVERED_AT_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_REVISION_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     trace_id: str
     producer: str
@@ -27,7 +28,16 @@ class Header(_message.Message):
     acquired_at: _timestamp_pb2.Timestamp
     discovered_at: _timestamp_pb2.Timestamp
     schema_revision: int
-    def __init__(self, event_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., producer: _Optional[str] = ..., produced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scene_id: _Optional[str] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., discovered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_revision: _Optional[int] = ...) -> None: ...
+    stages: _containers.RepeatedCompositeFieldContainer[StageMark]
+    def __init__(self, event_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., producer: _Optional[str] = ..., produced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scene_id: _Optional[str] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., discovered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_revision: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageMark, _Mapping]]] = ...) -> None: ...
+
+class StageMark(_message.Message):
+    __slots__ = ("stage", "at")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, stage: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Aoi(_message.Message):
     __slots__ = ("name", "kind", "geometry_wkt", "season_start", "season_end")

@@ -13,7 +13,7 @@ from typing import Any
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.events import to_datetime
+from revisit_common.events import stage_time, to_datetime
 from revisit_common.series import season_start
 
 #: Columns of `landcover_indicator` that each area indicator fills, by value name.
@@ -82,6 +82,8 @@ class SceneOutcome:
     results: int
     acquired_at: datetime
     discovered_at: datetime
+    preprocessed_at: datetime | None = None
+    inferred_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ def rows_for(batch: pb.PredictionBatch) -> StoreRows:
         results=len(rows),
         acquired_at=acquired,
         discovered_at=to_datetime(batch.header.discovered_at),
+        preprocessed_at=stage_time(batch.header, "preprocess"),
+        inferred_at=stage_time(batch.header, "inference"),
     )
     classes = (
         [(batch.model_name, batch.model_version, i, c) for i, c in enumerate(batch.classes)]

@@ -160,6 +160,8 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
             indicator=outcome.indicator,
             status=outcome.status,
             discovered_at=outcome.discovered_at,
+            preprocessed_at=outcome.preprocessed_at,
+            inferred_at=outcome.inferred_at,
             completed_at=completed,
             results=outcome.results,
         )
@@ -169,10 +171,12 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
                 set_={
                     "status": status.excluded.status,
                     "results": status.excluded.results,
-                    # The first completion is the one that counts: a replay keeps it.
-                    "completed_at": func.coalesce(
-                        SceneProcessing.completed_at, status.excluded.completed_at
-                    ),
+                    # The first pass through each stage is the one that counts: a replay
+                    # keeps it.
+                    **{
+                        c: func.coalesce(getattr(SceneProcessing, c), status.excluded[c])
+                        for c in ("preprocessed_at", "inferred_at", "completed_at")
+                    },
                 },
             )
         )

@@ -108,6 +108,9 @@ class SceneProcessing(Base):
     indicator: Mapped[str] = mapped_column(String(40), primary_key=True)
     status: Mapped[str] = mapped_column(String(40))
     discovered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: when preprocess and inference produced the events that led to this row
+    preprocessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    inferred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     results: Mapped[int | None] = mapped_column(Integer)
 
