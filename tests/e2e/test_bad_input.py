@@ -48,6 +48,7 @@ from revisit_common.events import OBSERVATIONS_TOPIC, PREDICTIONS_TOPIC, SCENES_
 from tests.conftest import consecutive_free_ports
 from tests.e2e.test_chain import fresh_run, grow_catalog, stop_services, wait_until
 from tests.faults.test_faults import lag
+from tests.integration.test_dlq_cli import records
 from tests.rasters import reproject_cog, rewrite_cog, truncate_file, write_cog
 from tests.unit.test_parcels_file import write_seeded
 
@@ -166,18 +167,8 @@ def new_letters(bootstrap: str, before: dict[tuple[str, int], int]) -> list[Lett
 
 
 def last_records(bootstrap: str, topic: str) -> list[bytes]:
-    """Every value of `topic` now, oldest first."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-    consumer.assign(partitions)
-    ends = consumer.end_offsets(partitions)
-    consumer.seek_to_beginning(*partitions)
-    values = []
-    while any(consumer.position(tp) < ends[tp] for tp in partitions):
-        for batch in consumer.poll(timeout_ms=1000).values():
-            values += [r.value for r in batch]
-    consumer.close()
-    return values
+    """Every value of `topic` now, oldest first (in each partition)."""
+    return [value for _, value, _ in records(bootstrap, topic)]
 
 
 def newer_revision(event_type: type, values: list[bytes]) -> bytes:  # type: ignore[type-arg]
