@@ -9,12 +9,16 @@ import random
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine, create_engine, text
 
 from revisit_catalog.handler import discover
@@ -160,6 +164,25 @@ def engine(stack: StackConfig) -> Iterator[Engine]:
     empty_tables(engine)
     yield engine
     engine.dispose()
+
+
+def commit_from_outside(
+    consumer: KafkaConsumer, offsets: dict[TopicPartition, int], timeout_s: float = 60
+) -> None:
+    """Commit `offsets` for the consumer's group from outside it, its services stopped. A
+    member the broker has not expired yet rejects such a commit until its session times
+    out (REVISIT_KAFKA_SESSION_TIMEOUT_MS): a stopped service is a static member, which
+    never leaves, and a dynamic member's leave request can be lost around a broker
+    restart."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            return
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def consecutive_free_ports(count: int) -> int:

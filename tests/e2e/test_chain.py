@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine, create_engine, text
 
 from revisit_cli.demo import prepare_database
@@ -36,7 +35,7 @@ from revisit_cli.dlq import configured_dlq_topics, open_consumer, read_letters
 from revisit_cli.services import SERVICES, ServicesConfig, start_services
 from revisit_cli.stack import ManagedProcess, StackConfig, up
 from revisit_common.events import PREDICTIONS_TOPIC
-from tests.conftest import consecutive_free_ports, empty_tables
+from tests.conftest import commit_from_outside, consecutive_free_ports, empty_tables
 from tests.grafana import dashboard_exprs, dashboard_metric_names, rule_metric_names
 
 pytestmark = pytest.mark.e2e
@@ -292,7 +291,7 @@ def replay_store(stack: StackConfig, services: ServicesConfig) -> None:
     consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id="revisit-store")
     partitions = [TopicPartition(PREDICTIONS_TOPIC, p) for p in range(3)]
     consumer.assign(partitions)
-    consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in partitions})
+    commit_from_outside(consumer, dict.fromkeys(partitions, 0))
     ends = sum(consumer.end_offsets(partitions).values())
     start_services(stack, services, ("store",))
     try:

@@ -67,8 +67,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine, create_engine, text
 
 from revisit_cli.demo_data import build_catalog
@@ -77,7 +75,7 @@ from revisit_cli.stack import ManagedProcess, StackConfig, up
 from revisit_cli.stack import postgres as stack_postgres
 from revisit_common.events import OBSERVATIONS_TOPIC, PREDICTIONS_TOPIC, SCENES_TOPIC
 from revisit_common.lag import group_lag, offsets_reader
-from tests.conftest import consecutive_free_ports
+from tests.conftest import commit_from_outside, consecutive_free_ports
 from tests.e2e.test_chain import (
     CHECKSUMS,
     INDICATORS,
@@ -194,19 +192,7 @@ def skip_leftovers(bootstrap: str) -> int:
             partitions = [
                 TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
             ]
-            ends = consumer.end_offsets(partitions)
-            # A member the broker has not expired yet (a stopped service whose leave
-            # request was lost around a broker restart) rejects the commit until its
-            # session times out.
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    consumer.commit({tp: OffsetAndMetadata(ends[tp], "", -1) for tp in partitions})
-                    break
-                except KafkaError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(1)
+            commit_from_outside(consumer, consumer.end_offsets(partitions))
         finally:
             consumer.close()
     return skipped

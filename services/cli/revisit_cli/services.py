@@ -89,6 +89,8 @@ def service_env(config: StackConfig, services: ServicesConfig, name: str) -> dic
         "REVISIT_CATALOG_START": services.catalog_start,
         # The store migrates at start-up unless told otherwise; the stack already has.
         "REVISIT_STORE_MIGRATE": "false",
+        # one replica per service: a restarted one takes its partitions back at once
+        "REVISIT_KAFKA_GROUP_INSTANCE_ID": f"{name}-0",
     }
     if services.catalog_overlap:
         env["REVISIT_CATALOG_OVERLAP"] = services.catalog_overlap

@@ -184,6 +184,8 @@ class ServiceApp:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=self.settings.max_poll_records,
+                session_timeout_ms=self.settings.kafka_session_timeout_ms,
+                group_instance_id=self.settings.kafka_group_instance_id or None,
             )
         )
         self.state = "running"

@@ -30,6 +30,13 @@ class ServiceSettings(BaseSettings):
       would be larger goes to the DLQ instead, and a dead letter that would be larger
       keeps only the start of the original value (see ``DeadLetter.value_cut_from``).
     - ``REVISIT_RETRY_INITIAL_S`` / ``REVISIT_RETRY_MAX_S``: backoff of transient retries.
+    - ``REVISIT_KAFKA_GROUP_INSTANCE_ID``: a stable id of this replica (the pod's name):
+      its consumer is a static member of the group, so a restarted replica takes its
+      partitions back at once instead of waiting for the crashed one's session to
+      expire; empty: a dynamic member.
+    - ``REVISIT_KAFKA_SESSION_TIMEOUT_MS``: how long the broker waits for a silent
+      consumer (crashed, partitioned) before giving its partitions to the others
+      [10000; kafka-python's own default, 45000, left a crashed stage idle 40 s].
     - ``REVISIT_LOG_LEVEL``: ``INFO`` by default.
     - Kafka security (all empty: a plaintext listener, as the embedded stack has):
       ``REVISIT_KAFKA_SECURITY_PROTOCOL`` (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``,
@@ -53,6 +60,8 @@ class ServiceSettings(BaseSettings):
     payload_retention_days: float = 0.0
     max_poll_records: int = 16
     max_event_bytes: int = Field(default=1_000_000, ge=10_000)
+    kafka_group_instance_id: str = ""
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000)
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     log_level: str = "INFO"
