@@ -151,7 +151,8 @@ def empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE lcz_cell, parcel_prediction, landcover_indicator, scene_processing, "
+                "TRUNCATE lcz_cell, parcel_prediction, parcel_biophys, landcover_indicator, "
+                "scene_processing, "
                 "catalog_cursor, parcel, scene, aoi, model_class, crop_class_map RESTART IDENTITY"
             )
         )

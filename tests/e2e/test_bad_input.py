@@ -54,7 +54,8 @@ from tests.unit.test_parcels_file import write_seeded
 
 pytestmark = pytest.mark.e2e
 
-INDICATORS = 4  # lcz (city), crop_type (parcels), land_cover + biophysics (region)
+#: lcz (city), crop_type + parcel_biophysics (parcels), land_cover + biophysics (region)
+INDICATORS = 5
 DEMO_AOIS = ("hesbaye-demo", "hesbaye-parcels", "hesbaye-region")  # one scene event each
 AOIS = len(DEMO_AOIS)
 #: An AOI in Ouagadougou: no raster of the Hesbaye catalog reaches it.

@@ -103,6 +103,7 @@ assert set(TRIAL_KINDS) <= set(KINDS), f"REVISIT_FAULT_KINDS: choose from {KINDS
 KEYS = {
     "lcz_cell": "aoi_id, cell_id, acquired_at, model_name, model_version",
     "parcel_prediction": "parcel_id, season, acquired_at, model_name, model_version",
+    "parcel_biophys": "parcel_id, acquired_at, model_name, model_version",
     "landcover_indicator": "aoi_id, area_key, acquired_at",
     "scene_processing": "scene_id, aoi_id, indicator",
 }

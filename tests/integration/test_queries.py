@@ -252,9 +252,10 @@ def check_monthly(rows: list[Row]) -> None:
 
 def check_status(rows: list[Row]) -> None:
     assert [(r["indicator"], r["status"], r["results"]) for r in rows] == [
-        ("crop_type", "stored", 4)
+        ("crop_type", "stored", 4),
+        ("parcel_biophysics", "discovered", None),  # none written here: on its way
     ]
-    (row,) = rows
+    row = rows[0]
     assert row["acquired_at"] == RECENT
     assert row["seconds_to_store"] is not None
     # written straight through the store here, not through preprocess and inference

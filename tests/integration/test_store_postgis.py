@@ -202,6 +202,49 @@ def crop_batch(scene: pb.SceneDiscovered, parcel_ids: list[int]) -> pb.Predictio
     return batch
 
 
+def test_parcel_biophysics_are_stored_once_per_parcel_and_pass(engine: Engine) -> None:
+    scene = _published(engine, PARCELS_AOI)
+    square = "POLYGON ((5.32 50.63, 5.321 50.63, 5.321 50.631, 5.32 50.631, 5.32 50.63))"
+    load_parcels(
+        engine,
+        PARCELS_AOI.name,
+        [ParcelRecord(f"lpis-{i}", shapely.from_wkt(square)) for i in (0, 1)],
+    )
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
+    names = [f"{v}_{s}" for s in ("mean", "median") for v in ("lai", "ccc", "fcover")]
+    batch = pb.PredictionBatch(
+        header=scene.header,
+        aoi=scene.aoi,
+        indicator="parcel_biophysics",
+        model_name="biophys_prosail",
+        model_version="1",
+        season="2020-11-01",
+        value_names=names,
+    )
+    for k, pid in enumerate(ids):
+        values = [2.5 + k, 1.5, 0.6, 2.4 + k, 1.4, 0.5]  # in the order of `names`
+        batch.predictions.append(pb.Prediction(entity_id=str(pid), values=values, observations=40))
+    write(engine, rows_for(batch))
+    before = table_checksum(engine, "parcel_biophys")
+    write(engine, rows_for(batch))
+    assert table_checksum(engine, "parcel_biophys") == before
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT lai_mean, lai_median, ccc_mean, fcover_mean, pixels, season "
+                "FROM parcel_biophys ORDER BY parcel_id"
+            )
+        ).all()
+    assert [tuple(r[:5]) for r in rows] == [
+        (2.5, 2.4, 1.5, pytest.approx(0.6), 40),
+        (3.5, 3.4, 1.5, pytest.approx(0.6), 40),
+    ]
+    batch.predictions[0].entity_id = "999999"  # not a parcel of this AOI
+    with pytest.raises(PoisonError, match="name no entity"):
+        write(engine, rows_for(batch))
+
+
 def test_crop_predictions_are_stored_once_and_read_back_latest(engine: Engine) -> None:
     scene = _published(engine, PARCELS_AOI)
     square = "POLYGON ((5.32 50.63, 5.321 50.63, 5.321 50.631, 5.32 50.631, 5.32 50.63))"
@@ -224,7 +267,12 @@ def test_crop_predictions_are_stored_once_and_read_back_latest(engine: Engine) -
                 "season FROM parcel_latest ORDER BY external_id"
             )
         ).all()
-        status = conn.execute(text("SELECT indicator, status, results FROM scene_processing")).one()
+        status = conn.execute(
+            text(
+                "SELECT indicator, status, results FROM scene_processing "
+                "WHERE indicator = 'crop_type'"
+            )
+        ).one()
     assert [tuple(r[:5]) for r in latest] == [
         ("lpis-0", "maize", "maize", 7, 212),
         ("lpis-1", "maize", "sorghum", 7, 212),

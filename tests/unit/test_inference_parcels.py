@@ -24,6 +24,7 @@ from tests.model_inputs import LocalModel
 from tests.unit.test_preprocess_products import wgs84_parcels
 
 MODEL = REPO_ROOT / "data" / "models" / "psetae_s2" / "1"
+BIO_MODEL = REPO_ROOT / "data" / "models" / "biophys_prosail" / "1"
 SEASON = "2016-09-01"
 
 
@@ -136,3 +137,38 @@ def test_a_cloudy_pass_predicts_nothing_and_says_so(
     assert isinstance(out.event, pb.PredictionBatch)
     assert out.event.no_valid_observation and not out.event.predictions
     assert isinstance(crops.model, LocalModel) and crops.model.calls == 0
+
+
+def test_parcel_biophysics_is_the_model_on_each_parcels_pixels_averaged(
+    season: tuple[PayloadStore, list[pb.ObservationBatch]],
+) -> None:
+    store, events = season
+    bio = ServedModel(LocalModel(BIO_MODEL), LocalModel(BIO_MODEL).card)
+    event = next(e for e in events if not e.no_valid_observation)
+    # the eo-learn passes carry no sun/view angles: no estimate, and a note saying why
+    crop, unlit = handle_observation(event, store, NoLcz(), _crops(), bio=bio)
+    assert isinstance(crop.event, pb.PredictionBatch) and crop.event.indicator == "crop_type"
+    assert isinstance(unlit.event, pb.PredictionBatch)
+    assert unlit.event.indicator == "parcel_biophysics" and unlit.event.no_valid_observation
+    assert unlit.event.notes[-1].startswith("no sun/view angles for this pass")
+
+    lit = pb.ObservationBatch()
+    lit.CopyFrom(event)
+    lit.parcels.view.CopyFrom(
+        pb.ViewGeometry(sun_zenith=40.0, sun_azimuth=160.0, view_zenith=5.0, view_azimuth=100.0)
+    )
+    _, out = handle_observation(lit, store, NoLcz(), _crops(), bio=bio)
+    batch = out.event
+    assert isinstance(batch, pb.PredictionBatch) and not batch.no_valid_observation
+    assert list(batch.value_names) == [
+        f"{v}_{s}" for s in ("mean", "median") for v in ("lai", "ccc", "fcover")
+    ]
+    ids = store.get_array(event.parcels.parcel_ids)
+    assert [p.entity_id for p in batch.predictions] == [str(int(i)) for i in ids]
+    n_valid = store.get_array(event.parcels.n_valid)
+    assert [p.observations for p in batch.predictions] == [int(n) for n in n_valid]
+    # the first parcel, in process: its 16 sampled pixels through the model, averaged
+    pixels = store.get_array(event.parcels.values)[0].T.astype(np.float32) / 10000.0
+    angles = np.tile(np.array([[40.0, 5.0, 60.0]], np.float32), (len(pixels), 1))
+    expected, _ = bio.model.infer({"reflectance": pixels, "angles": angles}, "variables")
+    np.testing.assert_allclose(batch.predictions[0].values[:3], expected.mean(0), rtol=1e-5)

@@ -25,7 +25,7 @@ from revisit_common.events import to_datetime
 #: the store when that indicator's predictions are committed.
 INDICATORS_OF_KIND = {
     "city": ("lcz",),
-    "parcels": ("crop_type",),
+    "parcels": ("crop_type", "parcel_biophysics"),
     "region": ("land_cover", "biophysics"),
 }
 

@@ -38,6 +38,15 @@ CROP_SQL = text(
     FROM parcel_prediction p GROUP BY 1, 2 ORDER BY 1, 3 DESC
     """
 )
+PARCEL_BIOPHYS_SQL = text(
+    """
+    SELECT acquired_at::date, count(*), round(avg(lai_mean)::numeric, 2),
+        round(min(lai_mean)::numeric, 2), round(max(lai_mean)::numeric, 2),
+        round(avg(ccc_mean)::numeric, 2), round(avg(fcover_mean)::numeric, 2),
+        round(avg(pixels)::numeric)
+    FROM parcel_biophys GROUP BY 1 ORDER BY 1
+    """
+)
 AREA_SQL = text(
     """
     SELECT a.name, l.acquired_at::date, round(l.tree_fraction::numeric, 2),
@@ -156,6 +165,7 @@ def indicator_tables(database_url: str) -> str:
             used_passes[str(day)] = str(passes)
         crops = [[day, used_passes[day], ", ".join(v)] for day, v in sorted(by_day.items())]
         areas = [[_cell(v) for v in row] for row in conn.execute(AREA_SQL)]
+        parcel_bio = [[_cell(v) for v in row] for row in conn.execute(PARCEL_BIOPHYS_SQL)]
     engine.dispose()
     used = sorted({c for row in counts.values() for c in row if c is not None})
     lcz = _render(
@@ -170,12 +180,18 @@ def indicator_tables(database_url: str) -> str:
         ["AOI", "date", "tree", "built-up", "cropland", "LAI", "CCC g/m²", "FCOVER", "valid"],
         areas,
     )
+    per_parcel = _render(
+        ["date", "parcels", "LAI mean", "min", "max", "CCC g/m²", "FCOVER", "valid px"],
+        parcel_bio,
+    )
     return (
         "Local Climate Zones (cells of 320 m, lcz_cell / lcz_latest):\n"
         f"{lcz}\n\n"
         "Crop type of the parcels from their season so far (parcel_prediction / "
         "parcel_latest):\n"
         f"{crop}\n\n"
+        "LAI, CCC and FCOVER per parcel, averaged over the parcels (parcel_biophys):\n"
+        f"{per_parcel}\n\n"
         "Land-cover fractions and biophysical means of the region (landcover_indicator):\n"
         f"{area}\n\n"
         "Read these as a demonstration of the chain, not as results: the crop-type and\n"
@@ -192,7 +208,8 @@ def where_to_look(config: StackConfig, services: ServicesConfig) -> str:
         "Explore the results:\n"
         f"  psql -h 127.0.0.1 -p {config.postgres_port} -U {config.postgres_reader} "
         f"{config.postgres_db} -c 'SELECT * FROM parcel_latest LIMIT 5'\n"
-        "  (tables: lcz_cell, parcel_prediction, landcover_indicator; views: lcz_latest, "
+        "  (tables: lcz_cell, parcel_prediction, parcel_biophys, landcover_indicator; "
+        "views: lcz_latest, "
         "lcz_share, parcel_latest, parcel_control; recipes in docs/queries.md)\n"
         f"Prometheus: {config.prometheus_url} (alerts: {config.prometheus_url}/alerts)\n"
         "Metrics:\n"

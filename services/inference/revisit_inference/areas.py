@@ -49,6 +49,21 @@ def region_pixels(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArra
     return pixels
 
 
+def biophysical_variables(
+    bio: ServedModel, pixels: npt.NDArray[np.float32], view: pb.ViewGeometry
+) -> tuple[npt.NDArray[np.float32], str]:
+    """LAI, CCC and FCOVER (N, 3) of reflectance pixels (N, C) seen under `view`, and the
+    model version that answered."""
+    angles = np.tile(
+        np.array([[view.sun_zenith, view.view_zenith, relative_azimuth(view)]], np.float32),
+        (len(pixels), 1),
+    )
+    values, version = bio.model.infer({"reflectance": pixels, "angles": angles}, "variables")
+    if values.shape != (len(pixels), len(VARIABLES)):
+        raise PoisonError(f"{bio.name} answered {values.shape} for {len(pixels)} px")
+    return values, version
+
+
 def predict_biophysics(
     batch: pb.ObservationBatch, store: PayloadStore, bio: ServedModel, out: pb.PredictionBatch
 ) -> Predicted | None:
@@ -61,16 +76,7 @@ def predict_biophysics(
     if not len(pixels):
         out.no_valid_observation = True
         return None
-    view = batch.region.view
-    angles = np.tile(
-        np.array([[view.sun_zenith, view.view_zenith, relative_azimuth(view)]], np.float32),
-        (len(pixels), 1),
-    )
-    values, out.model_version = bio.model.infer(
-        {"reflectance": pixels, "angles": angles}, "variables"
-    )
-    if values.shape != (len(pixels), len(VARIABLES)):
-        raise PoisonError(f"{bio.name} answered {values.shape} for {len(pixels)} px")
+    values, out.model_version = biophysical_variables(bio, pixels, batch.region.view)
     out.value_names.extend(
         [f"{v}_mean" for v in VARIABLES] + [f"{v}_median" for v in VARIABLES] + ["valid_fraction"]
     )

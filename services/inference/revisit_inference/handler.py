@@ -15,7 +15,7 @@ from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
 from revisit_inference.areas import predict_biophysics, predict_land_cover
 from revisit_inference.drift import DriftMetrics
-from revisit_inference.parcels import predict_crops
+from revisit_inference.parcels import predict_crops, predict_parcel_biophysics
 from revisit_inference.served import Predicted, ServedModel
 from revisit_inference.triton import Classifier
 
@@ -55,7 +55,10 @@ def handle_observations(
     together (one call, cut to its max batch and sent concurrently); parcels and regions
     one batch at a time (each is already a whole AOI or season)."""
     indicators: dict[str, list[tuple[str, ServedModel | None, Predict]]] = {
-        "parcel_pixels": [("crop_type", crops, predict_crops)],
+        "parcel_pixels": [
+            ("crop_type", crops, predict_crops),
+            ("parcel_biophysics", bio, predict_parcel_biophysics),
+        ],
         "region_pixels": [
             ("biophysics", bio, predict_biophysics),
             ("land_cover", land, predict_land_cover),

@@ -7,6 +7,9 @@ PSE-TAE model gets its pixel sets, the pixel masks, the days since the season's 
 and its geometric features. Parcels of a batch are padded to the longest season, as
 the model's masks expect. Each prediction carries the number of passes it used and the
 season's length so far: an early-season prediction is recognisable as one.
+
+Biophysics of the same parcels (LAI, CCC, FCOVER) come from this pass alone: the
+PROSAIL-trained model on each parcel's sampled valid pixels, averaged.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.payload import PayloadStore
 from revisit_common.series import read_series, season_start
-from revisit_inference.drift import s2_reference
+from revisit_inference.areas import VARIABLES, biophysical_variables
+from revisit_inference.drift import feature_reference, s2_reference
 from revisit_inference.served import Predicted, ServedModel
 
 
@@ -132,3 +136,47 @@ def predict_crops(
         latest.transpose(0, 2, 1).reshape(-1, latest.shape[1]),
         s2_reference(crops.statistics, day_of_season(batch)),
     )
+
+
+def predict_parcel_biophysics(
+    batch: pb.ObservationBatch, store: PayloadStore, bio: ServedModel, out: pb.PredictionBatch
+) -> Predicted | None:
+    """Fill `out` with LAI, CCC and FCOVER of each parcel this pass observed: the
+    biophysical model on the parcel's sampled valid pixels, their mean and median (None
+    when the pass has no sun/view angles: no honest estimate without them)."""
+    observation = batch.parcels
+    if not observation.HasField("view") or observation.view.sun_zenith <= 0:
+        out.notes.append("no sun/view angles for this pass: biophysical variables need them")
+        out.no_valid_observation = True
+        return None
+    bands, names = list(bio.statistics.get("reflectance", {})), list(observation.channels)
+    if bands and len(names) != len(bands):
+        raise PoisonError(f"parcel pixels of bands {names}, {bio.name} reads {bands}")
+    for wanted, got in zip(bands, names, strict=False):
+        if wanted != got:  # a substitute preprocess chose (B08 for a missing B8A)
+            out.notes.append(f"{got} stands in for {wanted} in this pass")
+    ids = store.get_array(observation.parcel_ids).astype(np.int64)
+    values = store.get_array(observation.values)
+    n_valid = store.get_array(observation.n_valid)
+    if values.ndim != 3 or len(values) != len(ids) or len(n_valid) != len(ids):
+        raise PoisonError(
+            f"parcel arrays disagree: ids {ids.shape}, values {values.shape}, "
+            f"n_valid {n_valid.shape}"
+        )
+    parcels, channels, size = values.shape
+    pixels = (values.astype(np.float32) / observation.value_scale).transpose(0, 2, 1)
+    pixels = pixels.reshape(-1, channels)  # (P·S, C)
+    variables, out.model_version = biophysical_variables(bio, pixels, observation.view)
+    per_parcel = variables.reshape(parcels, size, len(VARIABLES))
+    out.season = observation.season
+    out.value_names.extend([f"{v}_mean" for v in VARIABLES] + [f"{v}_median" for v in VARIABLES])
+    for pid, v, n in zip(ids, per_parcel, n_valid, strict=True):
+        summary = [*v.mean(0), *np.median(v, axis=0)]
+        out.predictions.append(
+            pb.Prediction(
+                entity_id=str(int(pid)),
+                values=[float(x) for x in summary],
+                observations=int(n),  # the parcel's valid pixels in this pass
+            )
+        )
+    return Predicted(variables, pixels, feature_reference(bio.statistics["reflectance"]))

@@ -206,6 +206,8 @@ def _fill_parcels(
     out.day_of_year = acquired.timetuple().tm_yday
     out.season = season
     out.parcels_in_scene = in_scene
+    if scene.HasField("view"):
+        out.view.CopyFrom(scene.view)
     out.parcels_observed = len(parcel_ids)
     if not len(parcel_ids):
         _nothing(

@@ -65,8 +65,23 @@ PARCEL_COLUMNS = (
     "observations",
     "season_days",
 )
+#: Value names of a parcel biophysics batch, each a column of `parcel_biophys`.
+PARCEL_BIOPHYS_VALUES = tuple(
+    f"{v}_{s}" for v in ("lai", "ccc", "fcover") for s in ("mean", "median")
+)
+PARCEL_BIOPHYS_COLUMNS = (
+    "parcel_id",
+    "season",
+    "acquired_at",
+    "scene_id",
+    "model_name",
+    "model_version",
+    *PARCEL_BIOPHYS_VALUES,
+    "pixels",
+)
 #: Table -> the columns of its rows, in order.
 COLUMNS = {
+    "parcel_biophys": PARCEL_BIOPHYS_COLUMNS,
     "lcz_cell": LCZ_COLUMNS,
     "parcel_prediction": PARCEL_COLUMNS,
     "landcover_indicator": AREA_COLUMNS,
@@ -105,6 +120,7 @@ def rows_for(batch: pb.PredictionBatch) -> StoreRows:
     tables = {
         "lcz": ("lcz_cell", _lcz_rows),
         "crop_type": ("parcel_prediction", _parcel_rows),
+        "parcel_biophysics": ("parcel_biophys", _parcel_biophys_rows),
         "land_cover": ("landcover_indicator", _area_rows(LANDCOVER_VALUES, "landcover")),
         "biophysics": ("landcover_indicator", _area_rows(BIOPHYS_VALUES, "biophys")),
     }
@@ -189,6 +205,35 @@ def _parcel_rows(batch: pb.PredictionBatch, acquired: datetime) -> list[tuple[An
                 list(p.probabilities),
                 p.observations,
                 p.season_days,
+            )
+        )
+    return rows
+
+
+def _parcel_biophys_rows(batch: pb.PredictionBatch, acquired: datetime) -> list[tuple[Any, ...]]:
+    names = list(batch.value_names)
+    if sorted(names) != sorted(PARCEL_BIOPHYS_VALUES):
+        raise PoisonError(
+            f"parcel_biophysics: values {names}, expected {list(PARCEL_BIOPHYS_VALUES)}"
+        )
+    season = season_start(batch.season)
+    rows = []
+    for p in batch.predictions:
+        if not p.entity_id.isdigit():
+            raise PoisonError(f"parcel id {p.entity_id!r} is not a parcel table id")
+        if len(p.values) != len(names):
+            raise PoisonError(f"parcel {p.entity_id}: {len(p.values)} values for {len(names)}")
+        value = dict(zip(names, p.values, strict=True))
+        rows.append(
+            (
+                int(p.entity_id),
+                season,
+                acquired,
+                batch.header.scene_id,
+                batch.model_name,
+                batch.model_version,
+                *(value[name] for name in PARCEL_BIOPHYS_VALUES),
+                p.observations,
             )
         )
     return rows

@@ -22,6 +22,8 @@ from revisit_store.handler import (
     BIOPHYS_VALUES,
     COLUMNS,
     LANDCOVER_VALUES,
+    PARCEL_BIOPHYS_COLUMNS,
+    PARCEL_BIOPHYS_VALUES,
     PARCEL_COLUMNS,
     StoreRows,
 )
@@ -44,6 +46,8 @@ TYPES = {
     "observations": "smallint",
     "season_days": "smallint",
     "area_key": "text",
+    "pixels": "smallint",
+    **dict.fromkeys(PARCEL_BIOPHYS_VALUES, "real"),
 }
 TYPES.update((c, "text" if "model" in c else "real") for c in AREA_COLUMNS if c not in TYPES)
 
@@ -75,6 +79,14 @@ MERGES = {
         ON CONFLICT ON CONSTRAINT parcel_prediction_key DO UPDATE SET
         """
     + _set([c for c in PARCEL_COLUMNS[3:] if c not in ("model_name", "model_version")]),
+    "parcel_biophysics": f"""
+        INSERT INTO parcel_biophys ({", ".join(PARCEL_BIOPHYS_COLUMNS)})
+        SELECT {", ".join(f"s.{c}" for c in PARCEL_BIOPHYS_COLUMNS)}
+        FROM {{stage}} s JOIN parcel p ON p.id = s.parcel_id AND p.aoi_id = %(aoi_id)s
+        ORDER BY s.parcel_id
+        ON CONFLICT ON CONSTRAINT parcel_biophys_key DO UPDATE SET
+        """
+    + _set(["scene_id", *PARCEL_BIOPHYS_VALUES, "pixels"]),
 }
 for _indicator, _model, _values in (
     ("land_cover", "landcover", LANDCOVER_VALUES),

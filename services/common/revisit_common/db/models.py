@@ -212,6 +212,35 @@ class ParcelPrediction(Base):
     )
 
 
+class ParcelBiophys(Base):
+    """LAI, CCC and FCOVER of a parcel from one pass: the mean and median over its
+    sampled valid pixels (`pixels`: how many valid pixels it had)."""
+
+    __tablename__ = "parcel_biophys"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    parcel_id: Mapped[int] = mapped_column(ForeignKey("parcel.id", ondelete="CASCADE"))
+    season: Mapped[date] = mapped_column(Date)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    scene_id: Mapped[str] = mapped_column(ForeignKey("scene.id"))
+    model_name: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(Text)
+    lai_mean: Mapped[float] = mapped_column(REAL)
+    lai_median: Mapped[float] = mapped_column(REAL)
+    ccc_mean: Mapped[float] = mapped_column(REAL)
+    ccc_median: Mapped[float] = mapped_column(REAL)
+    fcover_mean: Mapped[float] = mapped_column(REAL)
+    fcover_median: Mapped[float] = mapped_column(REAL)
+    pixels: Mapped[int] = mapped_column(SmallInteger)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "parcel_id", "acquired_at", "model_name", "model_version", name="parcel_biophys_key"
+        ),
+        Index("parcel_biophys_acquired_at", "acquired_at"),
+    )
+
+
 class LandcoverIndicator(Base):
     """Land-cover fractions and biophysical summaries of an area, per pass. The two come
     from two models (two prediction batches) and fill their own columns of one row."""
