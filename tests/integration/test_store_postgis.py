@@ -175,6 +175,17 @@ def _published(engine: Engine, aoi: pb.Aoi) -> pb.SceneDiscovered:
     return scene
 
 
+def _parcels(engine: Engine, declared: list[str | None]) -> list[int]:
+    """Small parcels lpis-0.. of the parcels AOI with these declared crops; their ids."""
+    square = shapely.from_wkt(
+        "POLYGON ((5.32 50.63, 5.321 50.63, 5.321 50.631, 5.32 50.631, 5.32 50.63))"
+    )
+    records = [ParcelRecord(f"lpis-{i}", square, crop) for i, crop in enumerate(declared)]
+    load_parcels(engine, PARCELS_AOI.name, records)
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
+
+
 def crop_batch(scene: pb.SceneDiscovered, parcel_ids: list[int]) -> pb.PredictionBatch:
     batch = pb.PredictionBatch(
         header=scene.header,
@@ -204,14 +215,7 @@ def crop_batch(scene: pb.SceneDiscovered, parcel_ids: list[int]) -> pb.Predictio
 
 def test_parcel_biophysics_are_stored_once_per_parcel_and_pass(engine: Engine) -> None:
     scene = _published(engine, PARCELS_AOI)
-    square = "POLYGON ((5.32 50.63, 5.321 50.63, 5.321 50.631, 5.32 50.631, 5.32 50.63))"
-    load_parcels(
-        engine,
-        PARCELS_AOI.name,
-        [ParcelRecord(f"lpis-{i}", shapely.from_wkt(square)) for i in (0, 1)],
-    )
-    with engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
+    ids = _parcels(engine, [None, None])
     names = [f"{v}_{s}" for s in ("mean", "median") for v in ("lai", "ccc", "fcover")]
     batch = pb.PredictionBatch(
         header=scene.header,
@@ -247,14 +251,7 @@ def test_parcel_biophysics_are_stored_once_per_parcel_and_pass(engine: Engine) -
 
 def test_crop_predictions_are_stored_once_and_read_back_latest(engine: Engine) -> None:
     scene = _published(engine, PARCELS_AOI)
-    square = "POLYGON ((5.32 50.63, 5.321 50.63, 5.321 50.631, 5.32 50.631, 5.32 50.63))"
-    load_parcels(
-        engine,
-        PARCELS_AOI.name,
-        [ParcelRecord(f"lpis-{i}", shapely.from_wkt(square), "maize") for i in range(3)],
-    )
-    with engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
+    ids = _parcels(engine, ["maize"] * 3)
     batch = crop_batch(scene, ids)
     write(engine, rows_for(batch))
     before = {t: table_checksum(engine, t) for t in ("parcel_prediction", "scene_processing")}
@@ -286,15 +283,9 @@ def test_parcels_whose_predicted_crop_disagrees_with_the_declared_one_are_flagge
     engine: Engine,
 ) -> None:
     scene = _published(engine, PARCELS_AOI)
-    square = "POLYGON ((5.32 50.63, 5.321 50.63, 5.321 50.631, 5.32 50.631, 5.32 50.63))"
     declared = [" Maize ", "201", "999", None, "MAIZE"]  # predicted: maize, sorghum, other, ...
-    load_parcels(
-        engine,
-        PARCELS_AOI.name,
-        [ParcelRecord(f"lpis-{i}", shapely.from_wkt(square), d) for i, d in enumerate(declared)],
-    )
+    ids = _parcels(engine, declared)
     with engine.begin() as conn:
-        ids = [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
         conn.execute(text("INSERT INTO crop_class_map VALUES ('201', 'maize')"))
     write(engine, rows_for(crop_batch(scene, ids)))
 

@@ -175,12 +175,26 @@ def _lcz_rows(batch: pb.PredictionBatch, acquired: datetime) -> list[tuple[Any, 
     return rows
 
 
+def _parcel_key(
+    batch: pb.PredictionBatch, p: pb.Prediction, season: Any, acquired: datetime
+) -> tuple[Any, ...]:
+    """The first columns of a per-parcel row: parcel, season, pass, scene, model."""
+    if not p.entity_id.isdigit():
+        raise PoisonError(f"parcel id {p.entity_id!r} is not a parcel table id")
+    return (
+        int(p.entity_id),
+        season,
+        acquired,
+        batch.header.scene_id,
+        batch.model_name,
+        batch.model_version,
+    )
+
+
 def _parcel_rows(batch: pb.PredictionBatch, acquired: datetime) -> list[tuple[Any, ...]]:
     season = season_start(batch.season)
     rows = []
     for p in batch.predictions:
-        if not p.entity_id.isdigit():
-            raise PoisonError(f"parcel id {p.entity_id!r} is not a parcel table id")
         if not 0 <= p.class_code < len(batch.classes):
             raise PoisonError(
                 f"parcel {p.entity_id}: class {p.class_code} not in the batch's "
@@ -193,12 +207,7 @@ def _parcel_rows(batch: pb.PredictionBatch, acquired: datetime) -> list[tuple[An
             )
         rows.append(
             (
-                int(p.entity_id),
-                season,
-                acquired,
-                batch.header.scene_id,
-                batch.model_name,
-                batch.model_version,
+                *_parcel_key(batch, p, season, acquired),
                 p.class_code,
                 batch.classes[p.class_code],
                 p.confidence,
@@ -219,19 +228,12 @@ def _parcel_biophys_rows(batch: pb.PredictionBatch, acquired: datetime) -> list[
     season = season_start(batch.season)
     rows = []
     for p in batch.predictions:
-        if not p.entity_id.isdigit():
-            raise PoisonError(f"parcel id {p.entity_id!r} is not a parcel table id")
         if len(p.values) != len(names):
             raise PoisonError(f"parcel {p.entity_id}: {len(p.values)} values for {len(names)}")
         value = dict(zip(names, p.values, strict=True))
         rows.append(
             (
-                int(p.entity_id),
-                season,
-                acquired,
-                batch.header.scene_id,
-                batch.model_name,
-                batch.model_version,
+                *_parcel_key(batch, p, season, acquired),
                 *(value[name] for name in PARCEL_BIOPHYS_VALUES),
                 p.observations,
             )

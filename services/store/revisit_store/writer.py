@@ -56,6 +56,18 @@ def _set(columns: tuple[str, ...] | list[str]) -> str:
     return ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
 
 
+def _parcel_merge(table: str, columns: tuple[str, ...], updated: list[str]) -> str:
+    """The merge of a per-parcel table: only parcels of the batch's AOI (fewer rows merged
+    than staged is refused), `updated` overwritten on a replay."""
+    return f"""
+        INSERT INTO {table} ({", ".join(columns)})
+        SELECT {", ".join(f"s.{c}" for c in columns)}
+        FROM {{stage}} s JOIN parcel p ON p.id = s.parcel_id AND p.aoi_id = %(aoi_id)s
+        ORDER BY s.parcel_id
+        ON CONFLICT ON CONSTRAINT {table}_key DO UPDATE SET {_set(updated)}
+        """
+
+
 #: Indicator -> the SQL that merges a staging table ``{stage}`` into its table
 #: (parameters ``%(aoi_id)s``, ``%(epsg)s``); the two indicators of
 #: `landcover_indicator` each update their own columns.
@@ -70,23 +82,14 @@ MERGES = {
         ON CONFLICT ON CONSTRAINT lcz_cell_key DO UPDATE SET
         """
     + _set(("scene_id", "lcz_class", "confidence", "probabilities", "geom")),
-    # only parcels of the batch's AOI: fewer rows merged than staged is refused
-    "crop_type": f"""
-        INSERT INTO parcel_prediction ({", ".join(PARCEL_COLUMNS)})
-        SELECT {", ".join(f"s.{c}" for c in PARCEL_COLUMNS)}
-        FROM {{stage}} s JOIN parcel p ON p.id = s.parcel_id AND p.aoi_id = %(aoi_id)s
-        ORDER BY s.parcel_id
-        ON CONFLICT ON CONSTRAINT parcel_prediction_key DO UPDATE SET
-        """
-    + _set([c for c in PARCEL_COLUMNS[3:] if c not in ("model_name", "model_version")]),
-    "parcel_biophysics": f"""
-        INSERT INTO parcel_biophys ({", ".join(PARCEL_BIOPHYS_COLUMNS)})
-        SELECT {", ".join(f"s.{c}" for c in PARCEL_BIOPHYS_COLUMNS)}
-        FROM {{stage}} s JOIN parcel p ON p.id = s.parcel_id AND p.aoi_id = %(aoi_id)s
-        ORDER BY s.parcel_id
-        ON CONFLICT ON CONSTRAINT parcel_biophys_key DO UPDATE SET
-        """
-    + _set(["scene_id", *PARCEL_BIOPHYS_VALUES, "pixels"]),
+    "crop_type": _parcel_merge(
+        "parcel_prediction",
+        PARCEL_COLUMNS,
+        [c for c in PARCEL_COLUMNS[3:] if c not in ("model_name", "model_version")],
+    ),
+    "parcel_biophysics": _parcel_merge(
+        "parcel_biophys", PARCEL_BIOPHYS_COLUMNS, ["scene_id", *PARCEL_BIOPHYS_VALUES, "pixels"]
+    ),
 }
 for _indicator, _model, _values in (
     ("land_cover", "landcover", LANDCOVER_VALUES),
