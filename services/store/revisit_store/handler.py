@@ -51,13 +51,10 @@ LCZ_COLUMNS = (
     "probabilities",
     "wkt",  # in the batch's EPSG
 )
+#: The first columns of every per-parcel table (`_parcel_key` fills them).
+PARCEL_KEY = ("parcel_id", "season", "acquired_at", "scene_id", "model_name", "model_version")
 PARCEL_COLUMNS = (
-    "parcel_id",
-    "season",
-    "acquired_at",
-    "scene_id",
-    "model_name",
-    "model_version",
+    *PARCEL_KEY,
     "class_code",
     "class_name",
     "confidence",
@@ -70,12 +67,7 @@ PARCEL_BIOPHYS_VALUES = tuple(
     f"{v}_{s}" for v in ("lai", "ccc", "fcover") for s in ("mean", "median")
 )
 PARCEL_BIOPHYS_COLUMNS = (
-    "parcel_id",
-    "season",
-    "acquired_at",
-    "scene_id",
-    "model_name",
-    "model_version",
+    *PARCEL_KEY,
     *PARCEL_BIOPHYS_VALUES,
     "pixels",
 )
