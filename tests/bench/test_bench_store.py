@@ -47,6 +47,7 @@ from tests.bench.recipes import Recipe, recipes
 from tests.bench.synthetic_parcels import CLASSES, CODES, Parcels
 from tests.conftest import empty_tables
 from tests.integration.test_store_postgis import publish
+from tests.predictions import prediction_batch
 
 pytestmark = pytest.mark.integration
 
@@ -146,15 +147,8 @@ def crop_batches(reg: Register, k: int) -> list[pb.PredictionBatch]:
     days = (PASS_DAYS[k].date() - SEASON).days
     batches = []
     for start in range(0, N_PARCELS, BATCH):
-        batch = pb.PredictionBatch(
-            header=scene.header,
-            tile_id="31UFS",
-            aoi=reg.aoi,
-            indicator="crop_type",
-            model_name="psetae_s2",
-            model_version="1",
-            classes=CLASSES,
-            season=SEASON.isoformat(),
+        batch = prediction_batch(
+            scene, "crop_type", reg.aoi, classes=CLASSES, season=SEASON.isoformat()
         )
         for i in range(start, min(start + BATCH, N_PARCELS)):
             batch.predictions.add(
@@ -261,15 +255,7 @@ def test_bench_write_path_vs_raw_copy(stack: StackConfig, register: Register) ->
 def _lcz_batch(scene: pb.SceneDiscovered, x0: float, y0: float, k: int) -> pb.PredictionBatch:
     rng = np.random.default_rng(k)
     classes = rng.choice([2, 5, 6, 8, 9, 11, 12, 14, 17], CITY_CELLS * CITY_CELLS)
-    batch = pb.PredictionBatch(
-        header=scene.header,
-        tile_id="31UFS",
-        aoi=scene.aoi,
-        indicator="lcz",
-        model_name="lcz_sen2lcz_drop",
-        model_version="1",
-        epsg=32631,
-    )
+    batch = prediction_batch(scene, "lcz", epsg=32631)
     for n, code in enumerate(classes):
         x, y = x0 + 320 * (n % CITY_CELLS), y0 + 320 * (n // CITY_CELLS)
         probabilities = [0.02] * 17
@@ -296,20 +282,16 @@ def _fill_cities_and_region(engine: Engine) -> None:
     days = [TODAY - timedelta(days=7 * k) for k in range(AREA_PASSES)]
     rng = np.random.default_rng(1)
     for scene in _published(engine, region, days):
-        land = pb.PredictionBatch(
-            header=scene.header,
-            aoi=region,
-            indicator="land_cover",
-            model_name="landcover_tae",
-            model_version="1",
+        land = prediction_batch(
+            scene,
+            "land_cover",
+            region,
             value_names=["tree", "built_up", "cropland", "pixels_share"],
         )
-        bio = pb.PredictionBatch(
-            header=scene.header,
-            aoi=region,
-            indicator="biophysics",
-            model_name="biophys_prosail",
-            model_version="1",
+        bio = prediction_batch(
+            scene,
+            "biophysics",
+            region,
             value_names=["lai_mean", "lai_median", "ccc_mean", "fcover_mean", "valid_fraction"],
         )
         for d in range(DISTRICTS):

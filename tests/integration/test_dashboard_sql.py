@@ -18,12 +18,12 @@ from revisit_catalog.registry import mark_published, record_scenes, save_subscri
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.db.parcels import ParcelRecord, load_parcels
-from revisit_common.events import root_header
 from revisit_store.handler import rows_for
 from revisit_store.writer import write
 from tests.grafana import dashboard_variables, dashboards, panel_sql, panels, targets
 from tests.integration.test_store_postgis import crop_batch as crops
 from tests.integration.test_store_postgis import predictions as lcz
+from tests.predictions import prediction_batch, scene_discovered
 
 pytestmark = pytest.mark.integration
 
@@ -47,41 +47,19 @@ SQL_PANELS = [
 
 def scene(aoi: pb.Aoi, acquired: datetime) -> pb.SceneDiscovered:
     scene_id = f"S2_31UFS_{acquired:%Y%m%d}"
-    return pb.SceneDiscovered(
-        header=root_header("catalog", scene_id, acquired, acquired + timedelta(days=1)),
-        collection="sentinel-2-l2a",
-        tile_id="31UFS",
-        footprint_wkt=FOOTPRINT,
-        aoi=aoi,
-    )
-
-
-def batch(
-    event: pb.SceneDiscovered, indicator: str, model: str, **fields: Any
-) -> pb.PredictionBatch:
-    return pb.PredictionBatch(
-        header=event.header,
-        tile_id="31UFS",
-        aoi=event.aoi,
-        indicator=indicator,
-        model_name=model,
-        model_version="1",
-        **fields,
-    )
+    return scene_discovered(aoi, acquired, scene_id, timedelta(days=1), FOOTPRINT)
 
 
 def region(event: pb.SceneDiscovered, lai: float) -> list[pb.PredictionBatch]:
-    land = batch(
+    land = prediction_batch(
         event,
         "land_cover",
-        "landcover_tae",
         value_names=["tree", "built_up", "cropland", "pixels_share"],
     )
     land.predictions.append(pb.Prediction(entity_id=REGION.name, values=[0.2, 0.1, 0.6, 1]))
-    bio = batch(
+    bio = prediction_batch(
         event,
         "biophysics",
-        "biophys_prosail",
         value_names=[f"{v}_{s}" for s in ("mean", "median") for v in ("lai", "ccc", "fcover")]
         + ["valid_fraction"],
     )

@@ -21,12 +21,12 @@ from sqlalchemy import Engine, text
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.db.parcels import ParcelRecord, load_parcels
-from revisit_common.events import root_header
 from revisit_store.handler import rows_for
 from revisit_store.writer import write
 from tests.bench.recipes import Recipe, recipes
 from tests.integration.test_store_postgis import predictions as lcz_batch
 from tests.integration.test_store_postgis import publish
+from tests.predictions import prediction_batch, scene_discovered
 
 pytestmark = pytest.mark.integration
 
@@ -84,13 +84,7 @@ VARIABLES: dict[str, dict[str, object]] = {
 
 def scene(aoi: pb.Aoi, acquired: datetime) -> pb.SceneDiscovered:
     scene_id = f"S2B_31UFS_{acquired:%Y%m%d}_{aoi.name}"
-    return pb.SceneDiscovered(
-        header=root_header("catalog", scene_id, acquired, acquired + timedelta(hours=3)),
-        collection="sentinel-2-l2a",
-        tile_id="31UFS",
-        footprint_wkt=BOX,
-        aoi=aoi,
-    )
+    return scene_discovered(aoi, acquired, scene_id, timedelta(hours=3), BOX)
 
 
 def published(engine: Engine, aoi: pb.Aoi, days: list[datetime]) -> list[pb.SceneDiscovered]:
@@ -102,16 +96,7 @@ def published(engine: Engine, aoi: pb.Aoi, days: list[datetime]) -> list[pb.Scen
 def crop_batch(
     s: pb.SceneDiscovered, predictions: list[tuple[int, str, float]]
 ) -> pb.PredictionBatch:
-    batch = pb.PredictionBatch(
-        header=s.header,
-        tile_id="31UFS",
-        aoi=s.aoi,
-        indicator="crop_type",
-        model_name="psetae_s2",
-        model_version="1",
-        classes=CROPS,
-        season=SEASON.isoformat(),
-    )
+    batch = prediction_batch(s, "crop_type", classes=CROPS, season=SEASON.isoformat())
     days = (s.header.acquired_at.ToDatetime().date() - SEASON).days
     for parcel_id, crop, confidence in predictions:
         probabilities = [(1 - confidence) / 3] * len(CROPS)
@@ -132,14 +117,7 @@ def crop_batch(
 def area_batch(
     s: pb.SceneDiscovered, indicator: str, names: list[str], values: dict[str, list[float]]
 ) -> pb.PredictionBatch:
-    batch = pb.PredictionBatch(
-        header=s.header,
-        aoi=REGION,
-        indicator=indicator,
-        model_name="landcover_tae" if indicator == "land_cover" else "biophys_prosail",
-        model_version="1",
-        value_names=names,
-    )
+    batch = prediction_batch(s, indicator, REGION, value_names=names)
     for area, v in values.items():
         batch.predictions.append(pb.Prediction(entity_id=area, values=v))
     return batch

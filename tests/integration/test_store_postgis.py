@@ -16,9 +16,9 @@ from revisit_common import events_pb2 as pb
 from revisit_common.db.migrate import downgrade, upgrade
 from revisit_common.db.parcels import ParcelRecord, load_parcels
 from revisit_common.errors import PoisonError, TransientError
-from revisit_common.events import root_header
 from revisit_store.handler import rows_for
 from revisit_store.writer import write
+from tests.predictions import prediction_batch, scene_discovered
 
 pytestmark = pytest.mark.integration
 
@@ -32,26 +32,12 @@ ACQUIRED = datetime(2021, 6, 1, tzinfo=UTC)
 
 
 def scene_event() -> pb.SceneDiscovered:
-    return pb.SceneDiscovered(
-        header=root_header("catalog", "WORLDCEREAL_S2_31UFS_20210601_MONTHLY", ACQUIRED, ACQUIRED),
-        collection="sentinel-2-l2a",
-        tile_id="31UFS",
-        footprint_wkt=AOI.geometry_wkt,
-        aoi=AOI,
-    )
+    return scene_discovered(AOI, ACQUIRED, "WORLDCEREAL_S2_31UFS_20210601_MONTHLY")
 
 
 def predictions(scene: pb.SceneDiscovered, classes: list[int]) -> pb.PredictionBatch:
     """LCZ classes of 320 m cells in a row, on the scene's AOI."""
-    batch = pb.PredictionBatch(
-        header=scene.header,
-        tile_id="31UFS",
-        aoi=scene.aoi,
-        indicator="lcz",
-        model_name="lcz_sen2lcz_drop",
-        model_version="1",
-        epsg=32631,
-    )
+    batch = prediction_batch(scene, "lcz", epsg=32631)
     for i, code in enumerate(classes):
         x = 664000 + 320 * i
         probabilities = [0.0] * 17
@@ -187,16 +173,7 @@ def _parcels(engine: Engine, declared: list[str | None]) -> list[int]:
 
 
 def crop_batch(scene: pb.SceneDiscovered, parcel_ids: list[int]) -> pb.PredictionBatch:
-    batch = pb.PredictionBatch(
-        header=scene.header,
-        tile_id="31UFS",
-        aoi=scene.aoi,
-        indicator="crop_type",
-        model_name="psetae_s2",
-        model_version="1",
-        classes=CROPS,
-        season="2020-11-01",
-    )
+    batch = prediction_batch(scene, "crop_type", classes=CROPS, season="2020-11-01")
     for i, pid in enumerate(parcel_ids):
         probabilities = [0.1, 0.1, 0.1]
         probabilities[i % 3] = 0.8
@@ -217,15 +194,7 @@ def test_parcel_biophysics_are_stored_once_per_parcel_and_pass(engine: Engine) -
     scene = _published(engine, PARCELS_AOI)
     ids = _parcels(engine, [None, None])
     names = [f"{v}_{s}" for s in ("mean", "median") for v in ("lai", "ccc", "fcover")]
-    batch = pb.PredictionBatch(
-        header=scene.header,
-        aoi=scene.aoi,
-        indicator="parcel_biophysics",
-        model_name="biophys_prosail",
-        model_version="1",
-        season="2020-11-01",
-        value_names=names,
-    )
+    batch = prediction_batch(scene, "parcel_biophysics", season="2020-11-01", value_names=names)
     for k, pid in enumerate(ids):
         values = [2.5 + k, 1.5, 0.6, 2.4 + k, 1.4, 0.5]  # in the order of `names`
         batch.predictions.append(pb.Prediction(entity_id=str(pid), values=values, observations=40))
@@ -353,21 +322,17 @@ def test_predictions_of_unknown_parcels_are_poison_and_write_nothing(engine: Eng
 
 def area_batches(scene: pb.SceneDiscovered) -> tuple[pb.PredictionBatch, pb.PredictionBatch]:
     """The land-cover and the biophysics batch of a region's pass."""
-    land = pb.PredictionBatch(
-        header=scene.header,
-        aoi=REGION_AOI,
-        indicator="land_cover",
-        model_name="landcover_tae",
-        model_version="1",
+    land = prediction_batch(
+        scene,
+        "land_cover",
+        REGION_AOI,
         value_names=["tree", "built_up", "cropland", "pixels_share"],
     )
     land.predictions.append(pb.Prediction(entity_id=REGION_AOI.name, values=[0.2, 0.1, 0.6, 1]))
-    bio = pb.PredictionBatch(
-        header=scene.header,
-        aoi=REGION_AOI,
-        indicator="biophysics",
-        model_name="biophys_prosail",
-        model_version="1",
+    bio = prediction_batch(
+        scene,
+        "biophysics",
+        REGION_AOI,
         value_names=[f"{v}_{s}" for s in ("mean", "median") for v in ("lai", "ccc", "fcover")]
         + ["valid_fraction"],
     )
@@ -397,14 +362,7 @@ def test_land_cover_and_biophysics_fill_one_row_per_pass(engine: Engine) -> None
 
 
 def test_area_values_of_unknown_names_are_poison() -> None:
-    batch = pb.PredictionBatch(
-        header=scene_event().header,
-        aoi=REGION_AOI,
-        indicator="land_cover",
-        model_name="landcover_tae",
-        model_version="1",
-        value_names=["grassland"],
-    )
+    batch = prediction_batch(scene_event(), "land_cover", REGION_AOI, value_names=["grassland"])
     batch.predictions.append(pb.Prediction(entity_id="x", values=[0.3]))
     with pytest.raises(PoisonError, match="unknown values"):
         rows_for(batch)

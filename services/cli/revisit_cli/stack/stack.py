@@ -33,53 +33,46 @@ _INFRA_STOP_ORDER: tuple[str, ...] = (
 class _Component:
     name: str
     start: Callable[[StackConfig], ManagedProcess]
-    is_ready: Callable[[StackConfig], bool]
-    after_ready: Callable[[StackConfig], object] | None
     is_healthy: Callable[[StackConfig], bool]
     port: Callable[[StackConfig], int]
+    #: ready to be used after a start (default: healthy)
+    ready: Callable[[StackConfig], bool] | None = None
+    #: run once it is ready (schema, topics)
+    after_ready: Callable[[StackConfig], object] | None = None
+
+    def is_ready(self, config: StackConfig) -> bool:
+        return (self.ready or self.is_healthy)(config)
 
 
 _REGISTRY: dict[str, _Component] = {
-    "postgres": _Component(
-        name="postgres",
-        start=postgres.start,
-        is_ready=postgres.is_ready,
-        after_ready=postgres.after_ready,
-        is_healthy=postgres.is_healthy,
-        port=lambda c: c.postgres_port,
-    ),
-    "kafka": _Component(
-        name="kafka",
-        start=kafka.start,
-        is_ready=kafka.is_healthy,
-        after_ready=kafka.after_ready,
-        is_healthy=kafka.is_healthy,
-        port=lambda c: c.kafka_port,
-    ),
-    "triton": _Component(
-        name="triton",
-        start=triton.start,
-        is_ready=triton.is_healthy,
-        after_ready=None,
-        is_healthy=triton.is_healthy,
-        port=lambda c: c.triton_http_port,
-    ),
-    "postgres-exporter": _Component(
-        name="postgres-exporter",
-        start=prometheus.start_exporter,
-        is_ready=prometheus.exporter_is_healthy,
-        after_ready=None,
-        is_healthy=prometheus.exporter_is_healthy,
-        port=lambda c: c.postgres_exporter_port,
-    ),
-    "prometheus": _Component(
-        name="prometheus",
-        start=prometheus.start,
-        is_ready=prometheus.is_healthy,
-        after_ready=None,
-        is_healthy=prometheus.is_healthy,
-        port=lambda c: c.prometheus_port,
-    ),
+    c.name: c
+    for c in (
+        _Component(
+            "postgres",
+            postgres.start,
+            postgres.is_healthy,
+            lambda c: c.postgres_port,
+            ready=postgres.is_ready,
+            after_ready=postgres.after_ready,
+        ),
+        _Component(
+            "kafka",
+            kafka.start,
+            kafka.is_healthy,
+            lambda c: c.kafka_port,
+            after_ready=kafka.after_ready,
+        ),
+        _Component("triton", triton.start, triton.is_healthy, lambda c: c.triton_http_port),
+        _Component(
+            "postgres-exporter",
+            prometheus.start_exporter,
+            prometheus.exporter_is_healthy,
+            lambda c: c.postgres_exporter_port,
+        ),
+        _Component(
+            "prometheus", prometheus.start, prometheus.is_healthy, lambda c: c.prometheus_port
+        ),
+    )
 }
 
 
