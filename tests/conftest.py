@@ -153,7 +153,8 @@ def empty_tables(engine: Engine) -> None:
             text(
                 "TRUNCATE lcz_cell, parcel_prediction, parcel_biophys, landcover_indicator, "
                 "scene_processing, "
-                "catalog_cursor, parcel, scene, aoi, model_class, crop_class_map RESTART IDENTITY"
+                "catalog_cursor, parcel, area_unit, scene, aoi, model_class, crop_class_map "
+                "RESTART IDENTITY"
             )
         )
 

@@ -17,11 +17,11 @@ COPY in one transaction. Each into an emptied table; the two per-batch paths run
 alternately, `ROUNDS` times, the best run of each counts.
 
 (b) Recipes: `PASSES` passes of history written through the write path (500,000
-`parcel_prediction` rows), 3 cities of 2,500 LCZ cells × `PASSES` passes, a region of
-25 districts × 60 passes of land-cover and biophysical rows; then every recipe run `RUNS`
-times (at most `RECIPE_SECONDS` each) as `revisit_reader` on one connection, after one
-warm-up run. p50 / p95 in ms; the plan of any recipe slower than `SLOW_MS` is printed.
-On a 2-core machine the client and the server share the cores.
+`parcel_prediction` rows, as many `parcel_biophys` rows), 3 cities of 2,500 LCZ cells ×
+`PASSES` passes, a region of 25 districts × 60 passes of land-cover and biophysical rows;
+then every recipe run `RUNS` times (at most `RECIPE_SECONDS` each) as `revisit_reader`
+on one connection, after one warm-up run. p50 / p95 in ms; the plan of any recipe slower
+than `SLOW_MS` is printed. On a 2-core machine the client and the server share the cores.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from sqlalchemy import Engine, create_engine, text
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.db.parcels import ParcelRecord, load_parcels
+from revisit_common.db.units import UnitRecord, load_units
 from revisit_common.events import root_header
 from revisit_store.handler import PARCEL_COLUMNS, StoreRows, rows_for
 from revisit_store.writer import TYPES, write
@@ -163,6 +164,33 @@ def crop_batches(reg: Register, k: int) -> list[pb.PredictionBatch]:
     return batches
 
 
+def biophys_batches(reg: Register, k: int) -> list[pb.PredictionBatch]:
+    """Pass `k`'s LAI, CCC and FCOVER of every parcel, `BATCH` per prediction batch: the
+    canopy greening up pass after pass."""
+    rng = np.random.default_rng((7, k))
+    lai = np.clip(0.5 + 0.6 * k + rng.normal(0, 0.3, N_PARCELS), 0.05, 7).astype(np.float32)
+    pixels = rng.integers(20, 64, N_PARCELS)
+    names = [f"{v}_{stat}" for v in ("lai", "ccc", "fcover") for stat in ("mean", "median")]
+    batches = []
+    for start in range(0, N_PARCELS, BATCH):
+        batch = prediction_batch(
+            reg.scenes[k],
+            "parcel_biophysics",
+            reg.aoi,
+            season=SEASON.isoformat(),
+            value_names=names,
+        )
+        for i in range(start, min(start + BATCH, N_PARCELS)):
+            v = float(lai[i])
+            batch.predictions.add(
+                entity_id=str(reg.ids[i]),
+                values=[v, 0.95 * v, 0.4 * v, 0.38 * v, min(v / 5, 1), min(v / 5.2, 1)],
+                observations=int(pixels[i]),
+            )
+        batches.append(batch)
+    return batches
+
+
 def _truncate(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE parcel_prediction"))
@@ -278,10 +306,31 @@ def _fill_cities_and_region(engine: Engine) -> None:
         aoi = _aoi(f"bench-city-{c + 1}", "city", (5.0, 50.4, 5.6, 50.8))
         for k, scene in enumerate(_published(engine, aoi, PASS_DAYS)):
             write(engine, rows_for(_lcz_batch(scene, x0, y0, k)))
-    region = _aoi("bench-region", "region", (4.9, 50.3, 5.7, 50.9))
+    bounds = (4.9, 50.3, 5.7, 50.9)
+    region = _aoi("bench-region", "region", bounds)
     days = [TODAY - timedelta(days=7 * k) for k in range(AREA_PASSES)]
     rng = np.random.default_rng(1)
-    for scene in _published(engine, region, days):
+    scenes = _published(engine, region, days)
+    side = int(DISTRICTS**0.5)  # the districts: a grid over the region
+    dx, dy = (bounds[2] - bounds[0]) / side, (bounds[3] - bounds[1]) / side
+    load_units(
+        engine,
+        region.name,
+        [
+            UnitRecord(
+                f"district-{d:02d}",
+                shapely.box(
+                    bounds[0] + dx * (d % side),
+                    bounds[1] + dy * (d // side),
+                    bounds[0] + dx * (d % side + 1),
+                    bounds[1] + dy * (d // side + 1),
+                ),
+                f"District {d:02d}",
+            )
+            for d in range(DISTRICTS)
+        ],
+    )
+    for scene in scenes:
         land = prediction_batch(
             scene,
             "land_cover",
@@ -309,7 +358,15 @@ def _fill_cities_and_region(engine: Engine) -> None:
 
 
 def _sizes(engine: Engine) -> list[tuple[str, int, str, str]]:
-    tables = ("parcel", "parcel_prediction", "lcz_cell", "landcover_indicator", "scene_processing")
+    tables = (
+        "parcel",
+        "parcel_prediction",
+        "parcel_biophys",
+        "lcz_cell",
+        "landcover_indicator",
+        "area_unit",
+        "scene_processing",
+    )
     out = []
     with engine.connect() as conn:
         for t in tables:
@@ -334,9 +391,11 @@ def test_bench_recipe_latency(stack: StackConfig, register: Register) -> None:
         for k in range(PASSES):
             rows, _, _ = _service(writer, crop_batches(register, k))
             written += rows
+        history_seconds = time.perf_counter() - t0
+        for k in range(PASSES):
+            _service(writer, biophys_batches(register, k))
     finally:
         writer.dispose()
-    history_seconds = time.perf_counter() - t0
     _fill_cities_and_region(engine)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
@@ -354,12 +413,15 @@ def test_bench_recipe_latency(stack: StackConfig, register: Register) -> None:
     variables: dict[str, object] = {
         "aoi": register.aoi.name,
         "area": "district-07",
+        "unit": "District 07",
     }
     by_title = {
         "LCZ map of a city as GeoJSON": {"aoi": "bench-city-2"},
         "LCZ class shares of a city": {"aoi": "bench-city-2"},
         "Indicator trend of an area": {"aoi": "bench-region"},
         "Monthly means": {"aoi": "bench-region"},
+        "Trend of a district, by its name": {"aoi": "bench-region"},
+        "Area units of an AOI at their latest pass, as GeoJSON": {"aoi": "bench-region"},
     }
     results = []
     with psycopg.connect(stack.reader_database_url.replace("+psycopg", "")) as conn:
@@ -384,9 +446,9 @@ def test_bench_recipe_latency(stack: StackConfig, register: Register) -> None:
             f"\nrecipes of docs/queries.md as revisit_reader ({N_PARCELS:,} parcels, "
             f"{written:,} predictions), ms"
         )
-        print(f"{'recipe':<34}{'rows':>7}{'runs':>6}{'p50':>9}{'p95':>9}")
+        print(f"{'recipe':<56}{'rows':>7}{'runs':>6}{'p50':>9}{'p95':>9}")
         for recipe, _, returned, n, p50, p95 in results:
-            print(f"{recipe.title:<34}{returned:>7,}{n:>6}{p50:>9.1f}{p95:>9.1f}")
+            print(f"{recipe.title:<56}{returned:>7,}{n:>6}{p50:>9.1f}{p95:>9.1f}")
         for recipe, values, _, _, p50, _ in results:
             if p50 > SLOW_MS:
                 lon, lat = points[0]

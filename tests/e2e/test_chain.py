@@ -240,7 +240,17 @@ def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
             text(
                 "SELECT acquired_at::date, tree_fraction, built_up_fraction, cropland_fraction, "
                 "water_fraction, lai_mean, fcover_mean, valid_pixel_share, landcover_model, "
-                "biophys_model FROM landcover_indicator ORDER BY acquired_at"
+                "biophys_model FROM landcover_indicator l JOIN aoi a ON a.id = l.aoi_id "
+                "WHERE l.area_key = a.name ORDER BY acquired_at"
+            )
+        ).all()
+        # the region's four area units (its quarters), per pass: (units, LAI min, max)
+        units = conn.execute(
+            text(
+                "SELECT acquired_at::date, count(*), min(lai_mean), max(lai_mean), "
+                "min(tree_fraction + built_up_fraction + cropland_fraction), "
+                "max(tree_fraction + built_up_fraction + cropland_fraction), "
+                "min(valid_pixel_share) FROM area_unit_indicator GROUP BY 1 ORDER BY 1"
             )
         ).all()
     with engine.connect() as conn:
@@ -288,6 +298,13 @@ def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
         assert water is None  # not in the land-cover model's legend: not a false 0
         assert 0 <= lai <= 8 and 0 <= fcover <= 1 and valid == 1.0, day
         assert (lc_model, bio_model) == ("landcover_tae", "biophys_prosail")
+    # the AOI's LAI is a pixel-weighted mean of its units' (which tile it)
+    assert [row[0] for row in units] == [row[0] for row in areas]
+    for (day, n, lai_min, lai_max, total_min, total_max, valid), area in zip(
+        units, areas, strict=True
+    ):
+        assert n == 4 and lai_min - 1e-4 <= area[5] <= lai_max + 1e-4, day
+        assert 0 <= total_min <= total_max <= 1 + 1e-6 and valid == 1.0, day
     by_month = {day.month: lai for day, *_, lai, _f, _v, _m, _b in areas}
     assert by_month[6] > by_month[2]  # the canopy grows from winter to June
 

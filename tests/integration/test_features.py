@@ -24,23 +24,30 @@ from sqlalchemy import Engine, create_engine, text
 from revisit_cli.features import DEFAULT_TABLES
 from revisit_cli.services import pythonpath
 from revisit_cli.stack import StackConfig, free_port
+from revisit_common import events_pb2 as pb
 from revisit_common.db.parcels import ParcelRecord, load_parcels
+from revisit_common.db.units import UnitRecord, load_units
 from revisit_store.handler import rows_for
 from revisit_store.writer import write
 from tests.conftest import empty_tables
 from tests.integration.test_store_postgis import (
     AOI,
     PARCELS_AOI,
+    REGION_AOI,
     _published,
+    area_batches,
     crop_batch,
     predictions,
 )
+from tests.predictions import prediction_batch
 
 pytestmark = pytest.mark.integration
 
 #: Three 0.001° squares along a parallel, 0.01° apart; lpis-1 is predicted sorghum.
 PARCEL_X = (5.32, 5.33, 5.34)
 DECLARED = ("maize", "maize", "sorghum")
+#: LAI mean of each parcel (its other biophysical values made from it)
+LAI = (1.0, 2.0, 3.5)
 
 
 def square(x: float, y: float = 50.63, side: float = 0.001) -> shapely.Polygon:
@@ -74,7 +81,7 @@ def get_json(url: str) -> Any:
 
 @pytest.fixture(scope="module")
 def results(stack: StackConfig) -> Iterator[Engine]:
-    """Three parcels with their latest crop, four LCZ cells of the city AOI."""
+    """Three parcels with their latest crop and biophysics, four LCZ cells of the city AOI."""
     engine = create_engine(stack.database_url)
     empty_tables(engine)
     scene = _published(engine, PARCELS_AOI)
@@ -89,7 +96,20 @@ def results(stack: StackConfig) -> Iterator[Engine]:
     with engine.connect() as conn:
         ids = [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
     write(engine, rows_for(crop_batch(scene, ids)))  # maize, sorghum, other at 0.8
+    names = [f"{v}_{stat}" for v in ("lai", "ccc", "fcover") for stat in ("mean", "median")]
+    bio = prediction_batch(scene, "parcel_biophysics", season="2020-11-01", value_names=names)
+    for pid, lai in zip(ids, LAI, strict=True):
+        values = [lai, lai - 0.5, lai / 2, lai / 4, lai / 8, lai / 16]
+        bio.predictions.append(pb.Prediction(entity_id=str(pid), values=values, observations=30))
+    write(engine, rows_for(bio))
     write(engine, rows_for(predictions(_published(engine, AOI), [9, 14, 14, 6])))
+    region = _published(engine, REGION_AOI)
+    load_units(engine, REGION_AOI.name, [UnitRecord("d-1", square(5.32, side=0.005), "Une")])
+    land, bio = area_batches(region)
+    land.predictions.add(entity_id="d-1", values=[0.3, 0.1, 0.5, 1.0])
+    bio.predictions.add(entity_id="d-1", values=[1.5, 1.0, 0.5, 1.4, 0.9, 0.4, 0.9])
+    write(engine, rows_for(land))
+    write(engine, rows_for(bio))
     yield engine
     engine.dispose()
 
@@ -194,6 +214,37 @@ def test_control_flags_and_their_threshold_as_a_query_parameter(server: str) -> 
     assert flagged("parcel_control_at", "&min_confidence=0.9") == dict.fromkeys(
         ("lpis-0", "lpis-1", "lpis-2"), False
     )
+
+
+def test_latest_biophysics_of_the_parcels(server: str) -> None:
+    url = f"{server}/collections/public.parcel_biophys_latest/items?f=geojson"
+    doc = get_json(url)
+    assert doc["numberMatched"] == doc["numberReturned"] == 3
+    by_id = {f["properties"]["external_id"]: f for f in doc["features"]}
+    assert {k: f["properties"]["lai_mean"] for k, f in by_id.items()} == {
+        "lpis-0": 1.0,
+        "lpis-1": 2.0,
+        "lpis-2": 3.5,
+    }
+    first = by_id["lpis-0"]["properties"]
+    assert (first["lai_median"], first["ccc_mean"], first["fcover_mean"]) == (0.5, 0.5, 0.125)
+    assert (first["season"], first["pixels"], first["declared_crop"]) == ("2020-11-01", 30, "maize")
+    served = shapely.geometry.shape(by_id["lpis-0"]["geometry"])
+    assert served.hausdorff_distance(square(PARCEL_X[0])) < 1e-9
+    # a feature keeps its id whatever the request (the row's id, not a row number)
+    near = get_json(f"{url}&bbox=5.325,50.62,5.335,50.64")
+    assert [f["id"] for f in near["features"]] == [by_id["lpis-1"]["id"]]
+    assert len({f["id"] for f in doc["features"]}) == 3
+
+
+def test_area_units_with_their_indicators(server: str) -> None:
+    doc = get_json(f"{server}/collections/public.area_unit_indicator/items?f=geojson")
+    (unit,) = doc["features"]  # the AOI's own row has no unit: not in this view
+    props = unit["properties"]
+    assert (props["unit_key"], props["unit_name"], props["aoi"]) == ("d-1", "Une", REGION_AOI.name)
+    assert (props["tree_fraction"], props["lai_mean"]) == pytest.approx((0.3, 1.5))
+    served = shapely.geometry.shape(unit["geometry"])
+    assert served.hausdorff_distance(square(5.32, side=0.005)) < 1e-9
 
 
 def test_lcz_cells_and_shares(server: str) -> None:

@@ -21,12 +21,13 @@ from sqlalchemy import Engine, text
 from revisit_cli.stack import StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.db.parcels import ParcelRecord, load_parcels
+from revisit_common.db.units import UnitRecord, load_units
 from revisit_store.handler import rows_for
 from revisit_store.writer import write
 from tests.bench.recipes import Recipe, recipes
 from tests.integration.test_store_postgis import predictions as lcz_batch
 from tests.integration.test_store_postgis import publish
-from tests.predictions import prediction_batch, scene_discovered
+from tests.predictions import MODELS, prediction_batch, scene_discovered
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,9 @@ REGION = pb.Aoi(name="hesbaye-region", kind="region", geometry_wkt=BOX)
 
 TODAY = datetime.now(UTC).replace(hour=10, minute=30, second=0, microsecond=0)
 RECENT, OLD = TODAY - timedelta(days=2), TODAY - timedelta(days=20)  # this week, not
+EARLY, LAST_YEAR = OLD - timedelta(days=10), OLD - timedelta(days=365)
 SEASON = (OLD - timedelta(days=60)).date()
+LAST_SEASON = SEASON - timedelta(days=365)
 CROPS = ["maize", "sorghum", "sunflower", "other"]
 Guess = tuple[str, float] | None  # (class, confidence) of a pass, None: no prediction
 #: register id -> declared crop, the old pass's prediction, the recent one's
@@ -50,6 +53,14 @@ PARCEL_PREDICTIONS: dict[str, tuple[str | None, Guess, Guess]] = {
     "lpis-3": (None, None, ("maize", 0.9)),  # nothing declared: never flagged
     "lpis-4": ("maize", ("sorghum", 0.99), None),  # flagged, but not this week
 }
+#: the parcels' biophysics: pass, season, model version, {register id: LAI mean}; none
+#: of the recent pass yet (on its way), the old one written again by a newer model version
+PARCEL_BIOPHYS: list[tuple[datetime, date, str, dict[str, float]]] = [
+    (LAST_YEAR, LAST_SEASON, "1", {"lpis-1": 4.0}),  # another season
+    (EARLY, SEASON, "1", {"lpis-0": 0.5, "lpis-1": 1.0}),
+    (OLD, SEASON, "1", {"lpis-0": 1.5, "lpis-1": 2.0}),
+    (OLD, SEASON, "2", {"lpis-1": 2.5}),
+]
 #: LCZ classes of 4 cells of the city: the old pass, the recent one (first 3 cells)
 LCZ_OLD, LCZ_RECENT = [14, 14, 14, 6], [9, 9, 17]
 #: the region's passes: day, {area: (tree, cropland)} or None, {area: lai_mean}
@@ -57,6 +68,13 @@ AREA_PASSES = [
     (datetime(2021, 5, 3, 10, 30, tzinfo=UTC), {"hesbaye-region": (0.2, 0.6)}, {"d": 1.0}),
     (datetime(2021, 5, 20, 10, 30, tzinfo=UTC), {"hesbaye-region": (0.4, 0.4)}, {"d": 2.0}),
     (datetime(2021, 6, 8, 10, 30, tzinfo=UTC), None, {"d": 3.0}),
+]
+
+
+#: the region's area units: district-b has rows on every pass, district-c none yet
+UNITS = [
+    UnitRecord("district-b", shapely.box(5.31, 50.62, 5.325, 50.64), "District B"),
+    UnitRecord("district-c", shapely.box(5.325, 50.62, 5.34, 50.64), "District C"),
 ]
 
 
@@ -72,12 +90,15 @@ def inside(i: int) -> dict[str, object]:
 #: psql variables of each recipe (by heading)
 VARIABLES: dict[str, dict[str, object]] = {
     "Crop of the parcel at a point": inside(1),
+    "Biophysics of a parcel over the season": inside(1),
     "Parcels flagged this week": {"aoi": PARCELS.name},
     "At another threshold": {"aoi": PARCELS.name},
     "LCZ map of a city as GeoJSON": {"aoi": CITY.name},
     "LCZ class shares of a city": {"aoi": CITY.name},
     "Indicator trend of an area": {"aoi": REGION.name, "area": "hesbaye-region"},
     "Monthly means": {"aoi": REGION.name, "area": "hesbaye-region"},
+    "Trend of a district, by its name": {"aoi": REGION.name, "unit": "District B"},
+    "Area units of an AOI at their latest pass, as GeoJSON": {"aoi": REGION.name},
     "Latest pass status of an AOI": {"aoi": PARCELS.name},
 }
 
@@ -114,6 +135,21 @@ def crop_batch(
     return batch
 
 
+def parcel_biophys_batch(
+    s: pb.SceneDiscovered, season: date, version: str, lai: dict[int, float]
+) -> pb.PredictionBatch:
+    """LAI mean `lai` of each parcel id, the other variables made from it."""
+    names = [f"{v}_{stat}" for v in ("lai", "ccc", "fcover") for stat in ("mean", "median")]
+    batch = prediction_batch(s, "parcel_biophysics", season=season.isoformat(), value_names=names)
+    batch.model_version = version
+    for parcel_id, v in lai.items():
+        values = [v, v - 0.25, v / 2, v / 2 - 0.25, v / 4, v / 4 - 0.125]
+        batch.predictions.append(
+            pb.Prediction(entity_id=str(parcel_id), values=values, observations=int(10 * v))
+        )
+    return batch
+
+
 def area_batch(
     s: pb.SceneDiscovered, indicator: str, names: list[str], values: dict[str, list[float]]
 ) -> pb.PredictionBatch:
@@ -125,7 +161,7 @@ def area_batch(
 
 def fill(engine: Engine) -> None:
     """The three AOIs, their passes and rows, all through the store's write path."""
-    old, recent = published(engine, PARCELS, [OLD, RECENT])
+    last_year, early, old, recent = published(engine, PARCELS, [LAST_YEAR, EARLY, OLD, RECENT])
     load_parcels(
         engine,
         PARCELS.name,
@@ -144,12 +180,17 @@ def fill(engine: Engine) -> None:
             if p[which] is not None
         ]
         write(engine, rows_for(crop_batch(s, predictions)))
+    passes = {LAST_YEAR: last_year, EARLY: early, OLD: old}
+    for day, season, version, lai in PARCEL_BIOPHYS:
+        by_id = {ids[external_id]: v for external_id, v in lai.items()}
+        write(engine, rows_for(parcel_biophys_batch(passes[day], season, version, by_id)))
 
     old, recent = published(engine, CITY, [OLD, RECENT])
     write(engine, rows_for(lcz_batch(old, LCZ_OLD)))
     write(engine, rows_for(lcz_batch(recent, LCZ_RECENT)))
 
     scenes = published(engine, REGION, [day for day, _, _ in AREA_PASSES])
+    load_units(engine, REGION.name, UNITS)
     for s, (_, fractions, lai) in zip(scenes, AREA_PASSES, strict=True):
         if fractions is not None:
             names = ["tree", "built_up", "cropland", "pixels_share"]
@@ -174,6 +215,20 @@ def check_crop_at_point(rows: list[Row]) -> None:
     assert (row["aoi"], row["external_id"], row["declared_crop"]) == (PARCELS.name, "lpis-1", "201")
     assert (row["predicted_crop"], float(row["confidence"])) == ("sorghum", 0.95)
     assert (row["season"], row["as_of"]) == (SEASON, RECENT.date())
+
+
+def check_biophysics(rows: list[Row]) -> None:
+    got = [(r["external_id"], r["season"], r["day"], r["model_version"]) for r in rows]
+    assert got == [("lpis-1", SEASON, EARLY.date(), "1"), ("lpis-1", SEASON, OLD.date(), "2")]
+    assert [r["lai_mean"] for r in rows] == [1.0, 2.5]  # the newer version of the old pass
+    assert [r["lai_median"] for r in rows] == [0.75, 2.25]
+    assert [(r["ccc_mean"], r["ccc_median"]) for r in rows] == [(0.5, 0.25), (1.25, 1.0)]
+    assert [(r["fcover_mean"], r["fcover_median"]) for r in rows] == [
+        (0.25, 0.125),
+        (0.625, 0.5),
+    ]
+    assert [r["pixels"] for r in rows] == [10, 25]
+    assert {r["model_name"] for r in rows} == {MODELS["parcel_biophysics"]}
 
 
 def check_flagged(expected: list[tuple[str, str, str]]) -> Callable[[list[Row]], None]:
@@ -228,6 +283,35 @@ def check_monthly(rows: list[Row]) -> None:
     ]
 
 
+def check_district_trend(rows: list[Row]) -> None:
+    assert [r["day"] for r in rows] == [date(2021, 5, 3), date(2021, 5, 20), date(2021, 6, 8)]
+    assert {r["unit_key"] for r in rows} == {"district-b"}
+    assert [r["tree_fraction"] for r in rows] == pytest.approx([0.9, 0.9, None])
+    assert [r["lai_mean"] for r in rows] == [9.0] * 3
+    assert [r["valid_pixel_share"] for r in rows] == [1.0] * 3
+
+
+def check_unit_map(rows: list[Row]) -> None:
+    (row,) = rows
+    collection = row["geojson"]
+    assert collection["type"] == "FeatureCollection"
+    b, c = collection["features"]
+    assert (b["id"], c["id"]) == ("district-b", "district-c")
+    assert shape(b["geometry"]).equals_exact(UNITS[0].geometry, 1e-6)
+    assert b["properties"] == {
+        "name": "District B",
+        "land_cover_day": "2021-05-20",  # the June pass has biophysics only
+        "tree_fraction": pytest.approx(0.9),
+        "built_up_fraction": 0.0,
+        "cropland_fraction": 0.0,
+        "biophysics_day": "2021-06-08",
+        "lai_mean": 9.0,
+        "fcover_mean": 1.0,
+    }
+    assert c["properties"]["name"] == "District C"
+    assert c["properties"]["tree_fraction"] is None and c["properties"]["lai_mean"] is None
+
+
 def check_status(rows: list[Row]) -> None:
     assert [(r["indicator"], r["status"], r["results"]) for r in rows] == [
         ("crop_type", "stored", 4),
@@ -242,6 +326,7 @@ def check_status(rows: list[Row]) -> None:
 
 CHECKS: dict[str, Callable[[list[Row]], None]] = {
     "Crop of the parcel at a point": check_crop_at_point,
+    "Biophysics of a parcel over the season": check_biophysics,
     "Parcels flagged this week": check_flagged(
         [("lpis-1", "maize", "sorghum"), ("lpis-2", "sunflower", "maize")]
     ),
@@ -250,6 +335,8 @@ CHECKS: dict[str, Callable[[list[Row]], None]] = {
     "LCZ class shares of a city": check_lcz_shares,
     "Indicator trend of an area": check_trend,
     "Monthly means": check_monthly,
+    "Trend of a district, by its name": check_district_trend,
+    "Area units of an AOI at their latest pass, as GeoJSON": check_unit_map,
     "Latest pass status of an AOI": check_status,
 }
 
@@ -271,8 +358,13 @@ def test_recipe_returns_the_expected_rows(
 
 def test_no_parcel_at_a_point_outside_every_parcel(stack: StackConfig, engine: Engine) -> None:
     fill(engine)
-    (recipe,) = [r for r in recipes() if r.title == "Crop of the parcel at a point"]
-    assert run_as_reader(stack, recipe, {"lon": 5.3215, "lat": 50.6305}) == []  # between two
+    at_a_point = [r for r in recipes() if r.variables == {"lon", "lat"}]
+    assert [r.title for r in at_a_point] == [
+        "Crop of the parcel at a point",
+        "Biophysics of a parcel over the season",
+    ]
+    for recipe in at_a_point:  # between two parcels
+        assert run_as_reader(stack, recipe, {"lon": 5.3215, "lat": 50.6305}) == [], recipe.title
 
 
 def test_psql_runs_every_recipe_as_written(stack: StackConfig, engine: Engine) -> None:

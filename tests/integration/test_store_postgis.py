@@ -95,6 +95,8 @@ def test_going_down_to_the_indicator_tables_and_up_again_keeps_their_rows(
     assert {t: table_checksum(engine, t) for t in tables} == before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT sum(cells) FROM lcz_share")).scalar() == 4
+        for view in ("parcel_biophys_latest", "area_unit_indicator"):  # 0010, 0011 again
+            assert conn.execute(text(f"SELECT count(*) FROM {view}")).scalar() == 0
 
 
 def test_replaying_a_batch_leaves_every_table_unchanged(engine: Engine) -> None:
@@ -376,6 +378,7 @@ def test_the_read_only_role_reads_and_cannot_write(stack: StackConfig, engine: E
         with reader.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM lcz_latest")).scalar() == 2
             assert conn.execute(text("SELECT count(*) FROM parcel_latest")).scalar() == 0
+            assert conn.execute(text("SELECT count(*) FROM parcel_biophys_latest")).scalar() == 0
         for statement in (
             "INSERT INTO aoi (name, kind, geom) VALUES ('x', 'city', "
             "ST_GeomFromText('POINT (5 50)', 4326))",

@@ -4,10 +4,14 @@ preprocess handler, then the inference handler with the committed PROSAIL model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import shapely
 from prometheus_client import CollectorRegistry
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from revisit_cli.stack import REPO_ROOT
 from revisit_common import events_pb2 as pb
@@ -159,3 +163,99 @@ def test_land_cover_fractions_from_the_year_of_passes(
     assert values["pixels_share"] == pytest.approx(seen.mean())
     assert 0.0 <= values["tree"] + values["built_up"] + values["cropland"] <= 1.0
     assert drift.max_shift.labels("landcover_tae", batch.aoi.name)._value.get() >= 0
+
+
+def _halves_and_an_outsider(aoi_wkt: str) -> list[tuple[str, BaseGeometry]]:
+    """The AOI cut into a west and an east unit, and a unit 10 km away."""
+    aoi = shapely.from_wkt(aoi_wkt)
+    minx, miny, maxx, maxy = aoi.bounds
+    middle = (minx + maxx) / 2
+    return [
+        ("west", box(minx - 0.01, miny - 0.01, middle, maxy + 0.01)),
+        ("far", box(minx + 0.2, miny, maxx + 0.2, maxy)),
+        ("east", box(middle, miny - 0.01, maxx + 0.01, maxy + 0.01)),
+    ]
+
+
+def _units_of(scene: pb.SceneDiscovered) -> Any:
+    units = _halves_and_an_outsider(scene.aoi.geometry_wkt)
+    return lambda aoi: units if aoi == scene.aoi.name else []
+
+
+def test_units_are_burnt_on_the_region_grid(
+    region_scenes: list[pb.SceneDiscovered], tmp_path: Path
+) -> None:
+    store = PayloadStore(tmp_path)
+    june = next(s for s in region_scenes if s.header.scene_id.endswith("20210601_MONTHLY"))
+    (out,) = handle_scene(june, store, LczGrid(), units=_units_of(june))
+    region = out.event.region
+    assert list(region.unit_keys) == ["west", "east"]  # the far one covers no pixel
+    assert "1 of the AOI's 3 area units cover no pixel" in out.event.notes[-1]
+    labels = store.get_array(region.units)
+    valid = store.get_array(region.valid)
+    assert labels.dtype == np.uint16 and labels.shape == valid.shape
+    assert set(np.unique(labels[valid]).tolist()) == {1, 2}  # every valid pixel has a unit
+    west, east = (labels == 1).sum(), (labels == 2).sum()
+    assert abs(int(west) - int(east)) < 0.1 * (west + east)  # two halves
+    # west is west (a meridian is not a grid column in UTM: compare row by row)
+    for row in range(labels.shape[0]):
+        west_cols, east_cols = np.nonzero(labels[row] == 1)[0], np.nonzero(labels[row] == 2)[0]
+        if len(west_cols) and len(east_cols):
+            assert west_cols.max() < east_cols.min()
+
+
+def test_biophysics_and_land_cover_per_unit_add_up_to_the_aoi(
+    region_scenes: list[pb.SceneDiscovered], tmp_path: Path
+) -> None:
+    """Each unit's summary is the model on the unit's own pixels, and the units, which
+    tile the AOI, weigh back to the AOI's summary."""
+    store = PayloadStore(tmp_path)
+    observed = []
+    for scene in sorted(region_scenes, key=lambda s: s.header.acquired_at.ToDatetime()):
+        (out,) = handle_scene(scene, store, LczGrid(), units=_units_of(scene))
+        if not out.event.no_valid_observation:
+            observed.append(out.event)
+    batch = observed[-1]
+    batch.region.view.sun_zenith, batch.region.view.view_zenith = 32.4, 5.0
+    model = LocalModel(LANDCOVER)
+    (lc,) = handle_observation(batch, store, NoLcz(), land=ServedModel(model, model.card))
+    (bio,) = handle_observation(batch, store, NoLcz(), bio=_bio())
+    labels = store.get_array(batch.region.units).reshape(-1)
+    valid = store.get_array(batch.region.valid).reshape(-1).astype(bool)
+    for result in (lc.event, bio.event):
+        assert isinstance(result, pb.PredictionBatch)
+        whole, *units = result.predictions
+        assert whole.entity_id == batch.aoi.name
+        assert [u.entity_id for u in units] == ["west", "east"]
+        values = {p.entity_id: dict(zip(result.value_names, p.values, strict=True)) for p in units}
+        whole_values = dict(zip(result.value_names, whole.values, strict=True))
+        if result.indicator == "biophysics":
+            counts = {
+                "west": int((valid & (labels == 1)).sum()),
+                "east": int((valid & (labels == 2)).sum()),
+            }
+            assert [u.observations for u in units] == [counts["west"], counts["east"]]
+            assert sum(counts.values()) == whole.observations
+            mean = sum(values[k]["lai_mean"] * n for k, n in counts.items()) / whole.observations
+            assert mean == pytest.approx(whole_values["lai_mean"], rel=1e-4)
+            for key, label in (("west", 1), ("east", 2)):
+                share = counts[key] / (labels == label).sum()
+                assert values[key]["valid_fraction"] == pytest.approx(share)
+        else:
+            sizes = {"west": int((labels == 1).sum()), "east": int((labels == 2).sum())}
+            seen = {k: values[k]["pixels_share"] * n for k, n in sizes.items()}
+            total = sum(seen.values())
+            assert total == pytest.approx(whole_values["pixels_share"] * labels.size, rel=1e-4)
+            tree = sum(values[k]["tree"] * seen[k] for k in seen) / total
+            assert tree == pytest.approx(whole_values["tree"], abs=1e-4)
+            assert all(u.observations == whole.observations for u in units)
+
+
+def test_a_region_pass_without_units_gets_the_aoi_alone(
+    region_scenes: list[pb.SceneDiscovered], tmp_path: Path
+) -> None:
+    store = PayloadStore(tmp_path)
+    batch = _region_pass(region_scenes, "202106", store)
+    assert not batch.region.HasField("units") and not batch.region.unit_keys
+    (out,) = handle_observation(batch, store, NoLcz(), bio=_bio())
+    assert [p.entity_id for p in out.event.predictions] == [batch.aoi.name]

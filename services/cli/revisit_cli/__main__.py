@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 
+from revisit_cli.areas import add_parsers as add_areas_parsers
 from revisit_cli.catalog import add_parsers as add_catalog_parsers
 from revisit_cli.dlq import add_parsers as add_dlq_parsers
 from revisit_cli.features import add_parsers as add_features_parsers
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     db.set_defaults(func=cmd_db)
     add_catalog_parsers(sub)
     add_parcels_parsers(sub)
+    add_areas_parsers(sub)
     add_dlq_parsers(sub)
     add_features_parsers(sub)
     args = parser.parse_args(argv)

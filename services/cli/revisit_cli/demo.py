@@ -8,12 +8,13 @@ from collections.abc import Callable
 
 from sqlalchemy import create_engine, text
 
-from revisit_cli.demo_data import build_catalog, demo_parcels
+from revisit_cli.demo_data import build_catalog, demo_parcels, demo_units
 from revisit_cli.models import build_models
 from revisit_cli.services import ServicesConfig, endpoints, start_services
 from revisit_cli.stack import StackConfig, up
 from revisit_common.db.migrate import upgrade
 from revisit_common.db.parcels import load_parcels
+from revisit_common.db.units import load_units
 
 LCZ_CODES = [str(i) for i in range(1, 11)] + list("ABCDEFG")
 
@@ -53,7 +54,20 @@ AREA_SQL = text(
         round(l.built_up_fraction::numeric, 2), round(l.cropland_fraction::numeric, 2),
         round(l.lai_mean::numeric, 2), round(l.ccc_mean::numeric, 2),
         round(l.fcover_mean::numeric, 2), round(l.valid_pixel_share::numeric, 2)
-    FROM landcover_indicator l JOIN aoi a ON a.id = l.aoi_id ORDER BY 1, 2
+    FROM landcover_indicator l JOIN aoi a ON a.id = l.aoi_id
+    WHERE l.area_key = a.name ORDER BY 1, 2
+    """
+)
+UNIT_SQL = text(
+    """
+    SELECT u.aoi, u.unit_name, u.acquired_at::date, round(u.tree_fraction::numeric, 2),
+        round(u.built_up_fraction::numeric, 2), round(u.cropland_fraction::numeric, 2),
+        round(u.lai_mean::numeric, 2), round(u.ccc_mean::numeric, 2),
+        round(u.fcover_mean::numeric, 2), round(u.valid_pixel_share::numeric, 2)
+    FROM area_unit_indicator u
+    WHERE u.acquired_at = (SELECT max(acquired_at) FROM area_unit_indicator v
+                           WHERE v.aoi = u.aoi AND v.lai_mean IS NOT NULL)
+    ORDER BY 1, 2
     """
 )
 
@@ -74,8 +88,8 @@ def bring_up(config: StackConfig, services: ServicesConfig, say: Callable[[str],
 
 
 def prepare_database(database_url: str, services: ServicesConfig) -> list[str]:
-    """Schema, the demo AOIs and the parcels of its `parcels` AOIs, before any service
-    runs: the first passes find the parcels there."""
+    """Schema, the demo AOIs, the parcels of its `parcels` AOIs and the area units of
+    its `region` AOIs, before any service runs: the first passes find them there."""
     from revisit_catalog.registry import load_subscriptions, save_subscriptions
 
     upgrade(database_url)
@@ -89,6 +103,12 @@ def prepare_database(database_url: str, services: ServicesConfig) -> list[str]:
         for name in parcel_aois:
             n = load_parcels(engine, name, parcels)
             done.append(f"parcels of {name}: {n} (WorldCereal cropland map)")
+        for sub in subs:
+            if sub.aoi.kind == "region":
+                units = load_units(
+                    engine, sub.aoi.name, demo_units(sub.aoi.name, sub.aoi.geometry_wkt)
+                )
+                done.append(f"area units of {sub.aoi.name}: {units.loaded} (its four quarters)")
     finally:
         engine.dispose()
     return done
@@ -165,6 +185,7 @@ def indicator_tables(database_url: str) -> str:
             used_passes[str(day)] = str(passes)
         crops = [[day, used_passes[day], ", ".join(v)] for day, v in sorted(by_day.items())]
         areas = [[_cell(v) for v in row] for row in conn.execute(AREA_SQL)]
+        units = [[_cell(v) for v in row] for row in conn.execute(UNIT_SQL)]
         parcel_bio = [[_cell(v) for v in row] for row in conn.execute(PARCEL_BIOPHYS_SQL)]
     engine.dispose()
     used = sorted({c for row in counts.values() for c in row if c is not None})
@@ -180,6 +201,21 @@ def indicator_tables(database_url: str) -> str:
         ["AOI", "date", "tree", "built-up", "cropland", "LAI", "CCC g/m²", "FCOVER", "valid"],
         areas,
     )
+    per_unit = _render(
+        [
+            "AOI",
+            "unit",
+            "date",
+            "tree",
+            "built-up",
+            "cropland",
+            "LAI",
+            "CCC g/m²",
+            "FCOVER",
+            "valid",
+        ],
+        units,
+    )
     per_parcel = _render(
         ["date", "parcels", "LAI mean", "min", "max", "CCC g/m²", "FCOVER", "valid px"],
         parcel_bio,
@@ -194,6 +230,8 @@ def indicator_tables(database_url: str) -> str:
         f"{per_parcel}\n\n"
         "Land-cover fractions and biophysical means of the region (landcover_indicator):\n"
         f"{area}\n\n"
+        "The same per area unit, at the latest pass with biophysics (area_unit_indicator):\n"
+        f"{per_unit}\n\n"
         "Read these as a demonstration of the chain, not as results: the crop-type and\n"
         "land-cover models were trained elsewhere (WorldCereal extractions, the eo-learn\n"
         "patch in Slovenia) and this patch is out of their domain; the drift metrics of\n"
@@ -208,9 +246,9 @@ def where_to_look(config: StackConfig, services: ServicesConfig) -> str:
         "Explore the results:\n"
         f"  psql -h 127.0.0.1 -p {config.postgres_port} -U {config.postgres_reader} "
         f"{config.postgres_db} -c 'SELECT * FROM parcel_latest LIMIT 5'\n"
-        "  (tables: lcz_cell, parcel_prediction, parcel_biophys, landcover_indicator; "
-        "views: lcz_latest, "
-        "lcz_share, parcel_latest, parcel_control; recipes in docs/queries.md)\n"
+        "  (tables: lcz_cell, parcel_prediction, parcel_biophys, landcover_indicator, "
+        "area_unit; views: lcz_latest, lcz_share, parcel_latest, parcel_control, "
+        "parcel_biophys_latest, area_unit_indicator; recipes in docs/queries.md)\n"
         f"Prometheus: {config.prometheus_url} (alerts: {config.prometheus_url}/alerts)\n"
         "Metrics:\n"
         f"{urls}\n"

@@ -13,6 +13,10 @@ needs.
 The demo's parcels (`demo_parcels`) are WorldCereal's cropland map of the cube,
 polygonised and cut by a 100 m grid: real field edges where the map has them, but not a
 parcel register (there is no declared crop).
+
+The demo's area units (`demo_units`) are the region AOI cut into four quarters on the
+UTM grid: they show the aggregation per unit, and are not administrative units (there
+are none in the repository's data; `revisit areas load` takes real ones).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from shapely.geometry import box, mapping, shape
 
 from revisit_cli.stack import REPO_ROOT
 from revisit_common.db.parcels import ParcelRecord
+from revisit_common.db.units import UnitRecord
 from revisit_models.biophys import solar_angles
 from revisit_models.worldcereal import Cube, read_cropland
 from revisit_models.worldcereal import read_cube as read_worldcereal_cube
@@ -175,3 +180,32 @@ def demo_parcels(
                     )
                 )
     return records
+
+
+def demo_units(name: str, aoi_wkt: str) -> list[UnitRecord]:
+    """The AOI (EPSG:4326) cut into four quarters at the centre of its UTM bounds."""
+    import shapely
+    from pyproj import CRS, Transformer
+
+    aoi = shapely.from_wkt(aoi_wkt)
+    lon, lat = aoi.centroid.x, aoi.centroid.y
+    utm = CRS.from_epsg((32600 if lat >= 0 else 32700) + int((lon + 180) // 6) + 1)
+    there = Transformer.from_crs(4326, utm, always_xy=True).transform
+    back = Transformer.from_crs(utm, 4326, always_xy=True).transform
+    local = shapely.transform(aoi, there, interleaved=False)
+    x0, y0, x1, y1 = local.bounds
+    xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+    quarters = {
+        "nw": box(x0, ym, xm, y1),
+        "ne": box(xm, ym, x1, y1),
+        "sw": box(x0, y0, xm, ym),
+        "se": box(xm, y0, x1, ym),
+    }
+    return [
+        UnitRecord(
+            f"{name}-{q}",
+            shapely.transform(local.intersection(cell), back, interleaved=False),
+            f"{q.upper()} quarter",
+        )
+        for q, cell in quarters.items()
+    ]

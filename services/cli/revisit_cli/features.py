@@ -4,11 +4,12 @@ PostGIS) as the read-only role.
 
 Collections are the tables and views of one schema, named ``SCHEMA.NAME`` (e.g.
 ``public.parcel_latest``); by default the results users map (DEFAULT_TABLES: each latest
-crop of a parcel and its control flag, each cell's latest LCZ, the AOIs and parcels) and
-two tables without geometry that QGIS can join (land-cover indicators per area, LCZ shares
-per city), plus ``parcel_control_at`` (a function: its ``min_confidence`` is a query
-parameter). ``--tables all`` serves every table and view with a geometry that the role
-can read.
+crop of a parcel and its control flag, each parcel's latest LAI, CCC and FCOVER, each
+cell's latest LCZ, the land-cover and biophysical rows of each area unit (district) with
+its geometry, the AOIs, area units and parcels) and two tables without geometry that QGIS can
+join (land-cover indicators per area, LCZ shares per city), plus ``parcel_control_at``
+(a function: its ``min_confidence`` is a query parameter). ``--tables all`` serves every
+table and view with a geometry that the role can read.
 
 tipg takes its settings from the environment: this command sets ``DATABASE_URL`` and the
 ``TIPG_DB_*`` selection; every other ``TIPG_*`` variable a user sets (e.g.
@@ -38,12 +39,22 @@ DEFAULT_SCHEMA = "public"
 DEFAULT_TABLES = (
     "parcel_latest",
     "parcel_control",
+    "parcel_biophys_latest",
     "lcz_latest",
     "aoi",
     "parcel",
+    "area_unit_indicator",
+    "area_unit",
     "landcover_indicator",
     "lcz_share",
 )
+#: The stable row id of each view (views have no primary key).
+VIEW_KEYS = {
+    "parcel_latest": "prediction_id",
+    "parcel_control": "prediction_id",
+    "parcel_biophys_latest": "biophys_id",
+    "area_unit_indicator": "id",
+}
 #: Set-returning functions served as collections (their arguments are query parameters).
 DEFAULT_FUNCTIONS = ("parcel_control_at",)
 #: Features per page when a request gives no `limit` (tipg's own default is 10).
@@ -110,10 +121,10 @@ def tipg_environment(config: FeaturesConfig) -> dict[str, str]:
         env["TIPG_DB_TABLES"] = json.dumps([f"{config.schema}.{t}" for t in config.tables])
     # Views have no primary key: a stable id keeps a feature the same across requests
     # (QGIS drops features whose id it has already seen).
-    for view in ("parcel_latest", "parcel_control"):
+    for view, pk in VIEW_KEYS.items():
         key = f"TIPG_TABLE_CONFIG__{config.schema}_{view}__PK"
         if key not in os.environ:
-            env[key] = "prediction_id"
+            env[key] = pk
     return env
 
 

@@ -27,6 +27,7 @@ from revisit_cli.stack import command_database_url
 
 if TYPE_CHECKING:  # pyproj and the database models load when a command needs them
     from pyproj import CRS
+    from sqlalchemy import Engine
 
     from revisit_common.db.parcels import ParcelRecord
 
@@ -63,14 +64,15 @@ class ParcelReport:
     crs: str
     features: int
     id_field: str | None  # None: the features' FIDs are the ids
-    crop_field: str | None
+    crop_field: str | None  # the attribute field kept with each feature
     accepted: int = 0  # including the repaired ones
     repaired: list[Issue] = field(default_factory=list)
     rejected: list[Issue] = field(default_factory=list)
+    attribute: str = "declared crops"  # what `crop_field` holds
 
     def header(self) -> str:
         ids = f"ids from field {self.id_field!r}" if self.id_field else "ids from the FIDs"
-        crops = f", declared crops from {self.crop_field!r}" if self.crop_field else ""
+        crops = f", {self.attribute} from {self.crop_field!r}" if self.crop_field else ""
         features = f"{self.features} feature{'' if self.features == 1 else 's'}"
         return f"{self.source}: {features} in {self.crs}, {ids}{crops}"
 
@@ -209,6 +211,7 @@ def read_parcel_file(
     id_field: str | None = None,
     crop_field: str | None = None,
     progress: Callable[[str], None] | None = None,
+    attribute: str = "declared crops",
 ) -> tuple[list[ParcelRecord], ParcelReport]:
     """The parcels of one layer in EPSG:4326, checked, and the report of what was done.
 
@@ -241,7 +244,7 @@ def read_parcel_file(
     else:
         id_field = default_id_field(fields)
     if crop_field is not None:
-        crop_field = _pick_field(fields, crop_field, "declared crops", source)
+        crop_field = _pick_field(fields, crop_field, attribute, source)
     columns = [f for f in (id_field, crop_field) if f is not None]
     if progress and not 0 <= info["features"] < PROGRESS_EVERY:  # -1: not counted
         progress(f"reading {source} ({info['features']:,} features)")
@@ -259,6 +262,7 @@ def read_parcel_file(
         features=len(fids),
         id_field=id_field,
         crop_field=crop_field,
+        attribute=attribute,
     )
     by_name = dict(zip(meta["fields"], values, strict=True))
 
@@ -340,22 +344,30 @@ def _counting(records: list[ParcelRecord], say: Callable[[str], None]) -> Iterat
         yield record
 
 
-def cmd_parcels(args: argparse.Namespace) -> int:
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def load_file(
+    args: argparse.Namespace,
+    attribute_field: str | None,
+    attribute: str,
+    noun: str,
+    load: Callable[[Engine, list[ParcelRecord]], str],
+) -> int:
+    """Read, check and report a polygon file, then `load` its records (unless --dry-run);
+    `load` returns the line to end with, or raises ValueError with the reason."""
     from sqlalchemy import create_engine
     from sqlalchemy.exc import OperationalError
 
-    from revisit_common.db.parcels import ParcelLoadError, load_parcels
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        return 2
-
     try:
         records, report = read_parcel_file(
-            args.file, args.layer, args.id_field, args.crop_field, progress=say
+            args.file, args.layer, args.id_field, attribute_field, say, attribute
         )
     except ParcelFileError as exc:
         return fail(str(exc))
@@ -373,12 +385,12 @@ def cmd_parcels(args: argparse.Namespace) -> int:
         return fail(f"none of the {report.features} features of {report.source} can be loaded")
     counts = f"repaired {len(report.repaired)}, rejected {len(report.rejected)}"
     if args.dry_run:
-        say(f"would load {report.accepted} parcels into AOI {args.aoi!r} ({counts}): dry run")
+        say(f"would load {report.accepted} {noun} into AOI {args.aoi!r} ({counts}): dry run")
         return 0
     engine = create_engine(command_database_url(args.database_url))
     try:
-        loaded = load_parcels(engine, args.aoi, _counting(records, say))
-    except ParcelLoadError as exc:
+        done = load(engine, records)
+    except ValueError as exc:
         return fail(str(exc))
     except OperationalError as exc:
         where = engine.url.render_as_string(hide_password=True)
@@ -386,8 +398,39 @@ def cmd_parcels(args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.dispose()
-    say(f"loaded {loaded} parcels into AOI {args.aoi!r} (new or updated by id), {counts}")
+    say(f"{done}, {counts}")
     return 0
+
+
+def cmd_parcels(args: argparse.Namespace) -> int:
+    from revisit_common.db.parcels import load_parcels
+
+    def load(engine: Engine, records: list[ParcelRecord]) -> str:
+        loaded = load_parcels(engine, args.aoi, _counting(records, say))
+        return f"loaded {loaded} parcels into AOI {args.aoi!r} (new or updated by id)"
+
+    return load_file(args, args.crop_field, "declared crops", "parcels", load)
+
+
+def add_file_arguments(parser: Any, noun: str) -> None:
+    """The arguments `revisit parcels load` and `revisit areas load` share."""
+    parser.add_argument("--aoi", required=True, help="the AOI (see `revisit aoi add`)")
+    parser.add_argument("--layer", help="the layer (needed when the file has several)")
+    parser.add_argument(
+        "--id-field",
+        help=f"field of the {noun} ids (default: " + ", ".join(ID_FIELDS) + ", else the FIDs)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="load nothing if any feature is rejected"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="check the file, load nothing")
+    parser.add_argument(
+        "--report", type=Path, help="CSV of every repaired and rejected feature, with reasons"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (default: REVISIT_DATABASE_URL, else the embedded stack's)",
+    )
 
 
 def add_parsers(sub: Any) -> None:
@@ -398,22 +441,6 @@ def add_parsers(sub: Any) -> None:
     parcels.add_argument(
         "file", metavar="FILE", help="GeoPackage, GeoJSON, Shapefile (any CRS it declares)"
     )
-    parcels.add_argument("--aoi", required=True, help="the AOI (see `revisit aoi add`)")
-    parcels.add_argument("--layer", help="the layer (needed when the file has several)")
-    parcels.add_argument(
-        "--id-field",
-        help="field of the parcel ids (default: " + ", ".join(ID_FIELDS) + ", else the FIDs)",
-    )
+    add_file_arguments(parcels, "parcel")
     parcels.add_argument("--crop-field", help="field of the declared crop (default: none)")
-    parcels.add_argument(
-        "--strict", action="store_true", help="load nothing if any feature is rejected"
-    )
-    parcels.add_argument("--dry-run", action="store_true", help="check the file, load nothing")
-    parcels.add_argument(
-        "--report", type=Path, help="CSV of every repaired and rejected feature, with reasons"
-    )
-    parcels.add_argument(
-        "--database-url",
-        help="SQLAlchemy URL (default: REVISIT_DATABASE_URL, else the embedded stack's)",
-    )
     parcels.set_defaults(func=cmd_parcels)

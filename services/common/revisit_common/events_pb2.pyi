@@ -206,7 +206,7 @@ class ParcelObservation(_message.Message):
     def __init__(self, parcel_ids: _Optional[_Union[ArrayRef, _Mapping]] = ..., values: _Optional[_Union[ArrayRef, _Mapping]] = ..., n_valid: _Optional[_Union[ArrayRef, _Mapping]] = ..., geomfeat: _Optional[_Union[ArrayRef, _Mapping]] = ..., channels: _Optional[_Iterable[str]] = ..., value_scale: _Optional[float] = ..., day_of_year: _Optional[int] = ..., season: _Optional[str] = ..., series_key: _Optional[str] = ..., series_length: _Optional[int] = ..., parcels_in_scene: _Optional[int] = ..., parcels_observed: _Optional[int] = ..., view: _Optional[_Union[ViewGeometry, _Mapping]] = ...) -> None: ...
 
 class RegionPixels(_message.Message):
-    __slots__ = ("reflectance", "valid", "indices", "bands", "index_names", "geotransform", "view", "valid_fraction", "season", "series_key", "series_length")
+    __slots__ = ("reflectance", "valid", "indices", "bands", "index_names", "geotransform", "view", "valid_fraction", "season", "series_key", "series_length", "units", "unit_keys")
     REFLECTANCE_FIELD_NUMBER: _ClassVar[int]
     VALID_FIELD_NUMBER: _ClassVar[int]
     INDICES_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +218,8 @@ class RegionPixels(_message.Message):
     SEASON_FIELD_NUMBER: _ClassVar[int]
     SERIES_KEY_FIELD_NUMBER: _ClassVar[int]
     SERIES_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_KEYS_FIELD_NUMBER: _ClassVar[int]
     reflectance: ArrayRef
     valid: ArrayRef
     indices: ArrayRef
@@ -229,7 +231,9 @@ class RegionPixels(_message.Message):
     season: str
     series_key: str
     series_length: int
-    def __init__(self, reflectance: _Optional[_Union[ArrayRef, _Mapping]] = ..., valid: _Optional[_Union[ArrayRef, _Mapping]] = ..., indices: _Optional[_Union[ArrayRef, _Mapping]] = ..., bands: _Optional[_Iterable[str]] = ..., index_names: _Optional[_Iterable[str]] = ..., geotransform: _Optional[_Iterable[float]] = ..., view: _Optional[_Union[ViewGeometry, _Mapping]] = ..., valid_fraction: _Optional[float] = ..., season: _Optional[str] = ..., series_key: _Optional[str] = ..., series_length: _Optional[int] = ...) -> None: ...
+    units: ArrayRef
+    unit_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, reflectance: _Optional[_Union[ArrayRef, _Mapping]] = ..., valid: _Optional[_Union[ArrayRef, _Mapping]] = ..., indices: _Optional[_Union[ArrayRef, _Mapping]] = ..., bands: _Optional[_Iterable[str]] = ..., index_names: _Optional[_Iterable[str]] = ..., geotransform: _Optional[_Iterable[float]] = ..., view: _Optional[_Union[ViewGeometry, _Mapping]] = ..., valid_fraction: _Optional[float] = ..., season: _Optional[str] = ..., series_key: _Optional[str] = ..., series_length: _Optional[int] = ..., units: _Optional[_Union[ArrayRef, _Mapping]] = ..., unit_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("entity_id", "geometry_wkt", "class_code", "confidence", "probabilities", "observations", "season_days", "values")

@@ -7,6 +7,10 @@
   built-up and cropland fractions (`revisit_common.indicators`; expected fractions,
   i.e. mean probabilities) over the pixels seen at least once.
 
+Each is summarised for the whole AOI (entity id: the AOI's name) and, where the AOI has
+area units (`RegionPixels.units`), for each unit with pixels to summarise (entity id:
+the unit's key), with the shares counted over the unit's pixels.
+
 The model needs the sun and view angles of the pass (`RegionPixels.view`, from the STAC
 item's `view:*` properties): without them there is no honest estimate, and the batch
 says so instead of guessing.
@@ -49,6 +53,42 @@ def region_pixels(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArra
     return pixels
 
 
+@dataclass(frozen=True)
+class Units:
+    """The AOI's area units on its grid: `labels` (H * W,) 0 outside every unit, i for
+    keys[i - 1]."""
+
+    labels: npt.NDArray[np.uint16]
+    keys: list[str]
+
+    @staticmethod
+    def of(batch: pb.ObservationBatch, store: PayloadStore) -> Units:
+        region = batch.region
+        if not region.HasField("units"):
+            return Units(np.zeros(0, np.uint16), [])
+        labels = store.get_array(region.units)
+        if tuple(labels.shape) != tuple(region.valid.shape):
+            raise PoisonError(
+                f"region arrays disagree: units {labels.shape}, valid {region.valid.shape}"
+            )
+        if labels.size and int(labels.max()) > len(region.unit_keys):
+            raise PoisonError(f"unit label {int(labels.max())} for {len(region.unit_keys)} keys")
+        return Units(labels.reshape(-1).astype(np.uint16), list(region.unit_keys))
+
+    def groups(self, taken: npt.NDArray[np.bool_]) -> list[tuple[str, npt.NDArray[np.bool_], int]]:
+        """Per unit with taken pixels: its key, which of the taken pixels (in order) are
+        its own, and how many pixels of the grid it has."""
+        if not self.keys:
+            return []
+        counts = np.bincount(self.labels, minlength=len(self.keys) + 1)
+        taken_labels = self.labels[taken.reshape(-1)]
+        return [
+            (key, taken_labels == i, int(counts[i]))
+            for i, key in enumerate(self.keys, start=1)
+            if (taken_labels == i).any()
+        ]
+
+
 def biophysical_variables(
     bio: ServedModel, pixels: npt.NDArray[np.float32], view: pb.ViewGeometry
 ) -> tuple[npt.NDArray[np.float32], str]:
@@ -67,7 +107,8 @@ def biophysical_variables(
 def predict_biophysics(
     batch: pb.ObservationBatch, store: PayloadStore, bio: ServedModel, out: pb.PredictionBatch
 ) -> Predicted | None:
-    """Fill `out` with the area's summary (None when there is nothing to estimate)."""
+    """Fill `out` with the summaries of the AOI and of its units (None when there is
+    nothing to estimate)."""
     if not batch.region.HasField("view") or batch.region.view.sun_zenith <= 0:
         out.notes.append("no sun/view angles for this pass: biophysical variables need them")
         out.no_valid_observation = True
@@ -80,14 +121,18 @@ def predict_biophysics(
     out.value_names.extend(
         [f"{v}_mean" for v in VARIABLES] + [f"{v}_median" for v in VARIABLES] + ["valid_fraction"]
     )
-    summary = [*values.mean(0), *np.median(values, axis=0), batch.region.valid_fraction]
-    out.predictions.append(
-        pb.Prediction(
-            entity_id=batch.aoi.name,  # the AOI's geometry is in the aoi table
-            values=[float(v) for v in summary],
-            observations=len(pixels),
+
+    def summary(entity: str, rows: npt.NDArray[np.float32], share: float) -> pb.Prediction:
+        values = [*rows.mean(0), *np.median(rows, axis=0), share]
+        return pb.Prediction(
+            entity_id=entity, values=[float(v) for v in values], observations=len(rows)
         )
-    )
+
+    # the AOI's geometry is in the aoi table, its units' in area_unit
+    out.predictions.append(summary(batch.aoi.name, values, batch.region.valid_fraction))
+    valid = store.get_array(batch.region.valid).astype(bool)
+    for key, own, size in Units.of(batch, store).groups(valid):
+        out.predictions.append(summary(key, values[own], own.sum() / size))
     return Predicted(values, pixels, feature_reference(bio.statistics["reflectance"]))
 
 
@@ -99,6 +144,7 @@ WINDOW_DAYS = 365
 class PixelSeries:
     inputs: dict[str, npt.NDArray[np.float32]]  # ndvi, valid, positions: (N, T)
     latest: npt.NDArray[np.float32]  # (M, 1): NDVI of this pass's valid pixels
+    seen: npt.NDArray[np.bool_]  # (H * W,): the grid's pixels in `inputs`
     pixels: int  # of the AOI's grid
     passes: int
     span_days: int
@@ -138,30 +184,34 @@ def ndvi_series(batch: pb.ObservationBatch, store: PayloadStore) -> PixelSeries:
         "positions": np.tile(days, (int(seen.sum()), 1)),
     }
     latest = ndvi[valid[:, -1], -1].reshape(-1, 1).astype(np.float32)
-    return PixelSeries(inputs, latest, valid.shape[0], len(used), int(days[-1]), skipped)
+    return PixelSeries(inputs, latest, seen, valid.shape[0], len(used), int(days[-1]), skipped)
 
 
 def predict_land_cover(
     batch: pb.ObservationBatch, store: PayloadStore, lc: ServedModel, out: pb.PredictionBatch
 ) -> Predicted:
-    """Fill `out` with the AOI's indicator fractions."""
+    """Fill `out` with the indicator fractions of the AOI and of its units."""
     series = ndvi_series(batch, store)
     probabilities, out.model_version = lc.model.infer(series.inputs, "probabilities")
     if probabilities.shape != (len(series.inputs["ndvi"]), len(lc.classes)):
         raise PoisonError(f"{lc.name} answered {probabilities.shape}")
-    fractions = area_fractions(probabilities, lc.classes)
     out.classes.extend(lc.classes)
     out.season = batch.region.season
-    out.value_names.extend([*fractions, "pixels_share"])
+    out.value_names.extend([*area_fractions(probabilities, lc.classes), "pixels_share"])
     if series.skipped:
         out.notes.append(f"{series.skipped} passes on another grid of the AOI were left out")
-    out.predictions.append(
-        pb.Prediction(
-            entity_id=batch.aoi.name,
-            class_code=int(probabilities.mean(0).argmax()),
-            values=[*fractions.values(), len(probabilities) / series.pixels],
+
+    def summary(entity: str, rows: npt.NDArray[np.float32], pixels: int) -> pb.Prediction:
+        fractions = area_fractions(rows, lc.classes)
+        return pb.Prediction(
+            entity_id=entity,
+            class_code=int(rows.mean(0).argmax()),
+            values=[*fractions.values(), len(rows) / pixels],
             observations=series.passes,
             season_days=series.span_days,
         )
-    )
+
+    out.predictions.append(summary(batch.aoi.name, probabilities, series.pixels))
+    for key, own, size in Units.of(batch, store).groups(series.seen):
+        out.predictions.append(summary(key, probabilities[own], size))
     return Predicted(probabilities, series.latest, feature_reference(lc.statistics))

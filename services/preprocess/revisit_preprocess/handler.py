@@ -18,6 +18,8 @@ import logging
 from collections.abc import Callable, MutableSequence
 from datetime import datetime
 
+from shapely.geometry.base import BaseGeometry
+
 from revisit_common import events_pb2 as pb
 from revisit_common.events import (
     OBSERVATIONS_TOPIC,
@@ -44,7 +46,7 @@ from revisit_preprocess.pixelsets import (
     extract_pixel_sets,
 )
 from revisit_preprocess.raster import read_stack, tile_epsg
-from revisit_preprocess.region import INDICES, region_inputs
+from revisit_preprocess.region import INDICES, region_inputs, unit_raster
 
 log = logging.getLogger(__name__)
 PRODUCER = "preprocess"
@@ -57,12 +59,21 @@ def no_parcels(aoi: str, footprint_wkt: str) -> list[Parcel]:
     return []
 
 
+#: AOI name -> its area units (key, geometry in EPSG:4326), for region AOIs.
+UnitSource = Callable[[str], list[tuple[str, BaseGeometry]]]
+
+
+def no_units(aoi: str) -> list[tuple[str, BaseGeometry]]:
+    return []
+
+
 def handle_scene(
     scene: pb.SceneDiscovered,
     store: PayloadStore,
     grid: LczGrid,
     parcels: ParcelSource = no_parcels,
     pixel_sets: PixelSetConfig = DEFAULT_PIXEL_SETS,
+    units: UnitSource = no_units,
 ) -> list[Output]:
     kind = scene.aoi.kind
     if scene.sensor == SENTINEL1:
@@ -75,7 +86,7 @@ def handle_scene(
     elif kind == "parcels":
         batch = _parcel_pixels(scene, store, parcels, pixel_sets)
     elif kind == "region":
-        batch = _region(scene, store)
+        batch = _region(scene, store, units)
     else:
         log.info("preprocess: no product for AOI kind %r, %s skipped", kind, _id(scene))
         return []
@@ -228,7 +239,9 @@ def _fill_parcels(
     out.series_length = append_pass(store, series, acquired, scene, refs)
 
 
-def _region(scene: pb.SceneDiscovered, store: PayloadStore) -> pb.ObservationBatch:
+def _region(
+    scene: pb.SceneDiscovered, store: PayloadStore, units: UnitSource
+) -> pb.ObservationBatch:
     bands, notes = select_bands(scene, LczGrid())
     stack = read_stack(
         bands, scene.aoi.geometry_wkt, 1, _scl(scene, notes), tile_epsg(scene.tile_id)
@@ -255,6 +268,16 @@ def _region(scene: pb.SceneDiscovered, store: PayloadStore) -> pb.ObservationBat
     region.reflectance.CopyFrom(store.put_array(f"{key}/reflectance", inputs.reflectance))
     region.valid.CopyFrom(store.put_array(f"{key}/valid", inputs.valid))
     region.indices.CopyFrom(store.put_array(f"{key}/indices", inputs.indices))
+    found = units(scene.aoi.name)
+    if found:
+        burnt, keys = unit_raster(found, stack)
+        region.units.CopyFrom(store.put_array(f"{key}/units", burnt))
+        region.unit_keys.extend(keys)
+        if len(keys) < len(found):
+            batch.notes.append(
+                f"{len(found) - len(keys)} of the AOI's {len(found)} area units cover no "
+                "pixel of it on this grid"
+            )
     acquired = to_datetime(scene.header.acquired_at)
     region.season = season_of(acquired, scene.aoi.season_start)
     region.series_key = series_key("region_pixels", scene.aoi.name, region.season, scene.tile_id)

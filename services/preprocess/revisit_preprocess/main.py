@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Engine, create_engine
 
 from revisit_common import events_pb2 as pb
 from revisit_common.db.errors import database_errors
 from revisit_common.db.parcels import parcels_in
+from revisit_common.db.units import units_of
 from revisit_common.events import OBSERVATIONS_TOPIC, SCENES_TOPIC
 from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import Output, ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
-from revisit_preprocess.handler import PRODUCER, ParcelSource, handle_scene
+from revisit_preprocess.handler import PRODUCER, ParcelSource, UnitSource, handle_scene
 from revisit_preprocess.lcz import LczGrid
 from revisit_preprocess.pixelsets import Parcel, PixelSetConfig
 
@@ -22,7 +24,8 @@ from revisit_preprocess.pixelsets import Parcel, PixelSetConfig
 class PreprocessSettings(ServiceSettings):
     """Preprocess settings (plus those of `ServiceSettings`). Environment variables:
 
-    - ``REVISIT_DATABASE_URL``: PostGIS, where the parcels of `parcels` AOIs are read.
+    - ``REVISIT_DATABASE_URL``: PostGIS, where the parcels of `parcels` AOIs and the area
+      units of `region` AOIs are read.
     - ``REVISIT_LCZ_STRIDE_PX``: pixels between LCZ patch origins (32: no overlap;
       10: one label per 100 m, as the So2Sat map production).
     - ``REVISIT_LCZ_MIN_VALID_FRACTION``: share of valid pixels a patch needs.
@@ -44,6 +47,16 @@ def database_parcels(engine: Engine) -> ParcelSource:
         with database_errors():
             rows = parcels_in(engine, aoi, footprint_wkt)
         return [Parcel(pid, geom) for pid, geom in rows]
+
+    return fetch
+
+
+def database_units(engine: Engine) -> UnitSource:
+    """The area units of a region AOI, from PostGIS."""
+
+    def fetch(aoi: str) -> list[tuple[str, BaseGeometry]]:
+        with database_errors():
+            return units_of(engine, aoi)
 
     return fetch
 
@@ -90,7 +103,8 @@ def main() -> None:
     grid = LczGrid(
         stride_px=settings.lcz_stride_px, min_valid_fraction=settings.lcz_min_valid_fraction
     )
-    parcels = database_parcels(create_engine(settings.database_url, pool_pre_ping=True))
+    engine = create_engine(settings.database_url, pool_pre_ping=True)
+    parcels, units = database_parcels(engine), database_units(engine)
     pixel_sets = PixelSetConfig(settings.parcel_pixels, settings.parcel_block_px)
     app.metrics.topics(produced=(OBSERVATIONS_TOPIC,))
     app.consume(
@@ -99,7 +113,7 @@ def main() -> None:
             input_topic=SCENES_TOPIC,
             event_type=pb.SceneDiscovered,
             process=counted(
-                lambda scene: handle_scene(scene, store, grid, parcels, pixel_sets),
+                lambda scene: handle_scene(scene, store, grid, parcels, pixel_sets, units),
                 app.registry,
             ),
         )

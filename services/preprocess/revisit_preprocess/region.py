@@ -1,17 +1,19 @@
 """Per-pixel inputs of the land-cover and biophysical models over a `region` AOI: the 10
 bands as reflectance on the 10 m grid, spectral indices, the validity mask (AOI, no data,
-SCL) and the scene's sun and view angles."""
+SCL), the scene's sun and view angles, and the AOI's area units on the same grid."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import rasterio.features
+from shapely.geometry.base import BaseGeometry
 
 from revisit_preprocess.lcz import LCZ_BANDS
-from revisit_preprocess.raster import BandStack
+from revisit_preprocess.raster import BandStack, to_crs
 
 #: Normalised differences (a − b) / (a + b), by band name.
 INDICES = {
@@ -50,3 +52,32 @@ def region_inputs(stack: BandStack) -> RegionInputs:
         indices[k][ok] = (ra[ok] - rb[ok]) / total[ok]
     reflectance = np.where(valid, stack.reflectance, 0.0).astype(np.float32)
     return RegionInputs(reflectance, valid, indices, int(inside.sum()))
+
+
+def unit_raster(
+    units: Sequence[tuple[str, BaseGeometry]], stack: BandStack
+) -> tuple[npt.NDArray[np.uint16], list[str]]:
+    """The AOI's area units (key, geometry in EPSG:4326) burnt onto the stack's grid: 0
+    outside every unit (and outside the AOI), i for the i-th key returned (units that no
+    pixel centre of the AOI falls in are not returned). Where units overlap, the later in
+    `units` wins."""
+    rows, cols = stack.valid.shape
+    if not units:
+        return np.zeros((rows, cols), np.uint16), []
+    projected = to_crs([geom for _, geom in units], stack.crs)
+    burnt = rasterio.features.rasterize(
+        [(geom, i + 1) for i, geom in enumerate(projected)],
+        out_shape=(rows, cols),
+        transform=stack.transform,
+        fill=0,
+        dtype="uint16",
+    )
+    inside = rasterio.features.rasterize(
+        [(stack.aoi, 1)], out_shape=(rows, cols), transform=stack.transform, fill=0, dtype="uint8"
+    ).astype(bool)
+    burnt[~inside] = 0
+    present = np.unique(burnt[burnt > 0])
+    renumber = np.zeros(len(units) + 1, np.uint16)
+    renumber[present] = np.arange(1, len(present) + 1, dtype=np.uint16)
+    keys = [units[i - 1][0] for i in present.tolist()]
+    return renumber[burnt], keys

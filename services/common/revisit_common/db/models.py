@@ -11,7 +11,13 @@
   ``lcz_latest`` (view): each cell's latest.
 - ``parcel_prediction``: crop type of a parcel per season, pass and model (the history);
   ``parcel_latest`` (view): each parcel's latest prediction of each season.
-- ``landcover_indicator``: land-cover fractions and biophysical means of an area per pass.
+- ``parcel_biophys``: LAI, CCC and FCOVER of a parcel per pass; ``parcel_biophys_latest``
+  (view): each parcel's latest pass of each season, with its geometry.
+- ``area_unit``: units (districts, admin units) of a region AOI; ``landcover_indicator``
+  rows whose ``area_key`` is a unit's key aggregate that unit.
+- ``landcover_indicator``: land-cover fractions and biophysical means of an area (the
+  whole AOI, or one of its units) per pass; ``area_unit_indicator`` (view) adds the unit's
+  name and geometry.
 - ``model_class``: the classes of each crop model version, filled by the store.
 - ``crop_class_map``: the crop model's class of a declared crop code; it feeds
   ``parcel_control`` (view) and ``parcel_control_at(min_confidence)`` (function), which
@@ -152,6 +158,29 @@ class Parcel(Base):
             "ST_GeometryType(geom) IN ('ST_Polygon', 'ST_MultiPolygon')", name="parcel_is_areal"
         ),
         Index("parcel_geom", "geom", postgresql_using="gist"),
+    )
+
+
+class AreaUnit(Base):
+    """A unit (district, admin unit) of a region AOI that its land-cover and biophysical
+    indicators are also aggregated over: `landcover_indicator.area_key` is its key."""
+
+    __tablename__ = "area_unit"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    aoi_id: Mapped[int] = mapped_column(ForeignKey("aoi.id", ondelete="CASCADE"))
+    unit_key: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    geom = mapped_column(Geometry("GEOMETRY", srid=SRID, spatial_index=False), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("aoi_id", "unit_key", name="area_unit_key"),
+        CheckConstraint(
+            "ST_GeometryType(geom) IN ('ST_Polygon', 'ST_MultiPolygon')",
+            name="area_unit_is_areal",
+        ),
+        Index("area_unit_geom", "geom", postgresql_using="gist"),
     )
 
 
