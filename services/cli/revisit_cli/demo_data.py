@@ -15,7 +15,7 @@ polygonised and cut by a 100 m grid: real field edges where the map has them, bu
 parcel register (there is no declared crop).
 
 The demo's area units (`demo_units`) are the region AOI cut into four quarters on the
-UTM grid: they show the aggregation per unit, and are not administrative units (there
+cube's grid: they show the aggregation per unit, and are not administrative units (there
 are none in the repository's data; `revisit areas load` takes real ones).
 """
 
@@ -183,16 +183,14 @@ def demo_parcels(
 
 
 def demo_units(name: str, aoi_wkt: str) -> list[UnitRecord]:
-    """The AOI (EPSG:4326) cut into four quarters at the centre of its UTM bounds."""
+    """The AOI (EPSG:4326) cut into four quarters at the centre of its bounds on the
+    cube's grid (EPSG)."""
     import shapely
-    from pyproj import CRS, Transformer
+    from pyproj import Transformer
 
-    aoi = shapely.from_wkt(aoi_wkt)
-    lon, lat = aoi.centroid.x, aoi.centroid.y
-    utm = CRS.from_epsg((32600 if lat >= 0 else 32700) + int((lon + 180) // 6) + 1)
-    there = Transformer.from_crs(4326, utm, always_xy=True).transform
-    back = Transformer.from_crs(utm, 4326, always_xy=True).transform
-    local = shapely.transform(aoi, there, interleaved=False)
+    there = Transformer.from_crs(4326, EPSG, always_xy=True).transform
+    back = Transformer.from_crs(EPSG, 4326, always_xy=True).transform
+    local = shapely.transform(shapely.from_wkt(aoi_wkt), there, interleaved=False)
     x0, y0, x1, y1 = local.bounds
     xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
     quarters = {

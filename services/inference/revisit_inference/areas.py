@@ -33,6 +33,8 @@ from revisit_inference.drift import feature_reference
 from revisit_inference.served import Predicted, ServedModel
 
 VARIABLES = ("lai", "ccc", "fcover")
+#: The values of a biophysical summary, in order: the mean, then the median of each.
+SUMMARY = (*(f"{v}_mean" for v in VARIABLES), *(f"{v}_median" for v in VARIABLES))
 
 
 def relative_azimuth(view: pb.ViewGeometry) -> float:
@@ -41,8 +43,10 @@ def relative_azimuth(view: pb.ViewGeometry) -> float:
     return 360.0 - delta if delta > 180.0 else delta
 
 
-def region_pixels(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArray[np.float32]:
-    """Reflectance (N, C) of the valid pixels of a region batch."""
+def region_pixels(
+    batch: pb.ObservationBatch, store: PayloadStore
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Reflectance (N, C) of the valid pixels of a region batch, and its valid mask."""
     reflectance = store.get_array(batch.region.reflectance)
     valid = store.get_array(batch.region.valid).astype(bool)
     if reflectance.ndim != 3 or reflectance.shape[1:] != valid.shape:
@@ -50,7 +54,7 @@ def region_pixels(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArra
             f"region arrays disagree: reflectance {reflectance.shape}, valid {valid.shape}"
         )
     pixels: npt.NDArray[np.float32] = reflectance[:, valid].T.astype(np.float32)
-    return pixels
+    return pixels, valid
 
 
 @dataclass(frozen=True)
@@ -73,20 +77,34 @@ class Units:
             )
         if labels.size and int(labels.max()) > len(region.unit_keys):
             raise PoisonError(f"unit label {int(labels.max())} for {len(region.unit_keys)} keys")
-        return Units(labels.reshape(-1).astype(np.uint16), list(region.unit_keys))
+        return Units(labels.reshape(-1).astype(np.uint16, copy=False), list(region.unit_keys))
 
     def groups(self, taken: npt.NDArray[np.bool_]) -> list[tuple[str, npt.NDArray[np.bool_], int]]:
         """Per unit with taken pixels: its key, which of the taken pixels (in order) are
         its own, and how many pixels of the grid it has."""
         if not self.keys:
             return []
-        counts = np.bincount(self.labels, minlength=len(self.keys) + 1)
-        taken_labels = self.labels[taken.reshape(-1)]
+        size = np.bincount(self.labels, minlength=len(self.keys) + 1)
+        labels = self.labels[taken.reshape(-1)]
+        has = np.bincount(labels, minlength=len(self.keys) + 1)
         return [
-            (key, taken_labels == i, int(counts[i]))
-            for i, key in enumerate(self.keys, start=1)
-            if (taken_labels == i).any()
+            (key, labels == i, int(size[i])) for i, key in enumerate(self.keys, start=1) if has[i]
         ]
+
+
+def has_angles(observed: pb.RegionPixels | pb.ParcelObservation, out: pb.PredictionBatch) -> bool:
+    """Whether the pass has its sun and view angles; without them `out` says why there is
+    no estimate (no honest one without them)."""
+    if observed.HasField("view") and observed.view.sun_zenith > 0:
+        return True
+    out.notes.append("no sun/view angles for this pass: biophysical variables need them")
+    out.no_valid_observation = True
+    return False
+
+
+def summarise(values: npt.NDArray[np.float32]) -> list[float]:
+    """SUMMARY of variables (N, 3)."""
+    return [float(v) for v in (*values.mean(0), *np.median(values, axis=0))]
 
 
 def biophysical_variables(
@@ -109,28 +127,22 @@ def predict_biophysics(
 ) -> Predicted | None:
     """Fill `out` with the summaries of the AOI and of its units (None when there is
     nothing to estimate)."""
-    if not batch.region.HasField("view") or batch.region.view.sun_zenith <= 0:
-        out.notes.append("no sun/view angles for this pass: biophysical variables need them")
-        out.no_valid_observation = True
+    if not has_angles(batch.region, out):
         return None
-    pixels = region_pixels(batch, store)
+    pixels, valid = region_pixels(batch, store)
     if not len(pixels):
         out.no_valid_observation = True
         return None
     values, out.model_version = biophysical_variables(bio, pixels, batch.region.view)
-    out.value_names.extend(
-        [f"{v}_mean" for v in VARIABLES] + [f"{v}_median" for v in VARIABLES] + ["valid_fraction"]
-    )
+    out.value_names.extend([*SUMMARY, "valid_fraction"])
 
     def summary(entity: str, rows: npt.NDArray[np.float32], share: float) -> pb.Prediction:
-        values = [*rows.mean(0), *np.median(rows, axis=0), share]
         return pb.Prediction(
-            entity_id=entity, values=[float(v) for v in values], observations=len(rows)
+            entity_id=entity, values=[*summarise(rows), float(share)], observations=len(rows)
         )
 
     # the AOI's geometry is in the aoi table, its units' in area_unit
     out.predictions.append(summary(batch.aoi.name, values, batch.region.valid_fraction))
-    valid = store.get_array(batch.region.valid).astype(bool)
     for key, own, size in Units.of(batch, store).groups(valid):
         out.predictions.append(summary(key, values[own], own.sum() / size))
     return Predicted(values, pixels, feature_reference(bio.statistics["reflectance"]))

@@ -24,7 +24,13 @@ from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.payload import PayloadStore
 from revisit_common.series import read_series, season_start
-from revisit_inference.areas import VARIABLES, biophysical_variables
+from revisit_inference.areas import (
+    SUMMARY,
+    VARIABLES,
+    biophysical_variables,
+    has_angles,
+    summarise,
+)
 from revisit_inference.drift import feature_reference, s2_reference
 from revisit_inference.served import Predicted, ServedModel
 
@@ -145,9 +151,7 @@ def predict_parcel_biophysics(
     biophysical model on the parcel's sampled valid pixels, their mean and median (None
     when the pass has no sun/view angles: no honest estimate without them)."""
     observation = batch.parcels
-    if not observation.HasField("view") or observation.view.sun_zenith <= 0:
-        out.notes.append("no sun/view angles for this pass: biophysical variables need them")
-        out.no_valid_observation = True
+    if not has_angles(observation, out):
         return None
     bands, names = list(bio.statistics.get("reflectance", {})), list(observation.channels)
     if bands and len(names) != len(bands):
@@ -169,13 +173,12 @@ def predict_parcel_biophysics(
     variables, out.model_version = biophysical_variables(bio, pixels, observation.view)
     per_parcel = variables.reshape(parcels, size, len(VARIABLES))
     out.season = observation.season
-    out.value_names.extend([f"{v}_mean" for v in VARIABLES] + [f"{v}_median" for v in VARIABLES])
+    out.value_names.extend(SUMMARY)
     for pid, v, n in zip(ids, per_parcel, n_valid, strict=True):
-        summary = [*v.mean(0), *np.median(v, axis=0)]
         out.predictions.append(
             pb.Prediction(
                 entity_id=str(int(pid)),
-                values=[float(x) for x in summary],
+                values=summarise(v),
                 observations=int(n),  # the parcel's valid pixels in this pass
             )
         )

@@ -270,7 +270,7 @@ def _region(
     region.indices.CopyFrom(store.put_array(f"{key}/indices", inputs.indices))
     found = units(scene.aoi.name)
     if found:
-        burnt, keys = unit_raster(found, stack)
+        burnt, keys = unit_raster(found, stack, inputs.inside)
         region.units.CopyFrom(store.put_array(f"{key}/units", burnt))
         region.unit_keys.extend(keys)
         if len(keys) < len(found):

@@ -29,11 +29,12 @@ class RegionInputs:
     reflectance: npt.NDArray[np.float32]  # (C, H, W), LCZ_BANDS order, 0 where invalid
     valid: npt.NDArray[np.bool_]  # (H, W): inside the AOI and observed
     indices: npt.NDArray[np.float32]  # (K, H, W), INDICES order, NaN where invalid
-    inside: int  # pixels of the AOI on the rasters
+    inside: npt.NDArray[np.bool_]  # (H, W): the AOI's pixels on the rasters
 
     @property
     def valid_fraction(self) -> float:
-        return float(self.valid.sum() / self.inside) if self.inside else 0.0
+        total = int(self.inside.sum())
+        return float(self.valid.sum() / total) if total else 0.0
 
 
 def region_inputs(stack: BandStack) -> RegionInputs:
@@ -51,16 +52,16 @@ def region_inputs(stack: BandStack) -> RegionInputs:
         ok = valid & (np.abs(total) > 1e-6)
         indices[k][ok] = (ra[ok] - rb[ok]) / total[ok]
     reflectance = np.where(valid, stack.reflectance, 0.0).astype(np.float32)
-    return RegionInputs(reflectance, valid, indices, int(inside.sum()))
+    return RegionInputs(reflectance, valid, indices, inside)
 
 
 def unit_raster(
-    units: Sequence[tuple[str, BaseGeometry]], stack: BandStack
+    units: Sequence[tuple[str, BaseGeometry]], stack: BandStack, inside: npt.NDArray[np.bool_]
 ) -> tuple[npt.NDArray[np.uint16], list[str]]:
     """The AOI's area units (key, geometry in EPSG:4326) burnt onto the stack's grid: 0
-    outside every unit (and outside the AOI), i for the i-th key returned (units that no
-    pixel centre of the AOI falls in are not returned). Where units overlap, the later in
-    `units` wins."""
+    outside every unit and outside the AOI (`inside`, `RegionInputs.inside`), i for the
+    i-th key returned (units that no pixel centre of the AOI falls in are not returned).
+    Where units overlap, the later in `units` wins."""
     rows, cols = stack.valid.shape
     if not units:
         return np.zeros((rows, cols), np.uint16), []
@@ -72,9 +73,6 @@ def unit_raster(
         fill=0,
         dtype="uint16",
     )
-    inside = rasterio.features.rasterize(
-        [(stack.aoi, 1)], out_shape=(rows, cols), transform=stack.transform, fill=0, dtype="uint8"
-    ).astype(bool)
     burnt[~inside] = 0
     present = np.unique(burnt[burnt > 0])
     renumber = np.zeros(len(units) + 1, np.uint16)

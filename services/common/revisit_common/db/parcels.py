@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import shapely
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from revisit_common.db.models import Aoi, Parcel
+from revisit_common.db.models import Aoi, AreaUnit, Parcel
 
 BATCH = 5_000
+#: What a reload by register id updates.
+UPDATED = ("declared_crop", "geom")
 
 
 class ParcelLoadError(ValueError):
@@ -43,29 +46,45 @@ def load_parcels(engine: Engine, aoi_name: str, records: Iterable[ParcelRecord])
                     "aoi_id": aoi_id,
                     "external_id": record.external_id,
                     "declared_crop": record.declared_crop,
-                    # EWKT at full precision (the column's bind turns it into a geometry)
-                    "geom": "SRID=4326;"
-                    + shapely.to_wkt(record.geometry, rounding_precision=-1, trim=True),
+                    "geom": ewkt(record.geometry),
                 }
             )
             if len(rows) == BATCH:
-                total += _upsert(conn, rows)
+                total += upsert(conn, Parcel, "parcel_external_id", rows, UPDATED)
                 rows = []
         if rows:
-            total += _upsert(conn, rows)
+            total += upsert(conn, Parcel, "parcel_external_id", rows, UPDATED)
     return total
 
 
-def _upsert(conn: Connection, rows: list[dict[str, object]]) -> int:
-    stmt = insert(Parcel)
+def ewkt(geometry: BaseGeometry) -> str:
+    """EPSG:4326 EWKT at full precision (a geometry column's bind turns it into one)."""
+    return "SRID=4326;" + str(shapely.to_wkt(geometry, rounding_precision=-1, trim=True))
+
+
+def upsert(
+    conn: Connection,
+    table: type[Parcel | AreaUnit],
+    key: str,
+    rows: list[dict[str, object]],
+    updated: Sequence[str],
+) -> int:
+    """Insert `rows`, or update their `updated` columns where the `key` constraint
+    already holds a row."""
+    stmt = insert(table)
     conn.execute(
         stmt.on_conflict_do_update(
-            constraint="parcel_external_id",
-            set_={"declared_crop": stmt.excluded.declared_crop, "geom": stmt.excluded.geom},
+            constraint=key, set_={name: stmt.excluded[name] for name in updated}
         ),
         rows,
     )
     return len(rows)
+
+
+def with_geometries(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, BaseGeometry]]:
+    """(first column, geometry) of rows whose second column is WKB."""
+    geoms = shapely.from_wkb([bytes(row[1]) for row in rows]) if rows else []
+    return [(row[0], geom) for row, geom in zip(rows, geoms, strict=True)]
 
 
 def parcels_in(
@@ -85,5 +104,4 @@ def parcels_in(
         )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    geoms = shapely.from_wkb([bytes(wkb) for _, wkb in rows]) if rows else []
-    return [(int(pid), geom) for (pid, _), geom in zip(rows, geoms, strict=True)]
+    return [(int(pid), geom) for pid, geom in with_geometries(rows)]

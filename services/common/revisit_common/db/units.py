@@ -9,9 +9,9 @@ import shapely
 import shapely.prepared
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Engine, delete, func, select
-from sqlalchemy.dialects.postgresql import insert
 
 from revisit_common.db.models import Aoi, AreaUnit
+from revisit_common.db.parcels import ewkt, upsert, with_geometries
 
 #: Units per AOI at most: preprocess numbers them in a uint16 raster (0: no unit).
 MAX_UNITS = 65_535
@@ -78,8 +78,7 @@ def load_units(
                     "aoi_id": aoi.id,
                     "unit_key": record.key,
                     "name": record.name,
-                    "geom": "SRID=4326;"
-                    + shapely.to_wkt(record.geometry, rounding_precision=-1, trim=True),
+                    "geom": ewkt(record.geometry),
                 }
             )
         if replace:
@@ -88,14 +87,7 @@ def load_units(
                 delete(AreaUnit).where(AreaUnit.aoi_id == aoi.id, AreaUnit.unit_key.not_in(keys))
             )
         if rows:
-            stmt = insert(AreaUnit)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    constraint="area_unit_key",
-                    set_={"name": stmt.excluded.name, "geom": stmt.excluded.geom},
-                ),
-                rows,
-            )
+            upsert(conn, AreaUnit, "area_unit_key", rows, ("name", "geom"))
         total = conn.execute(
             select(func.count()).select_from(AreaUnit).where(AreaUnit.aoi_id == aoi.id)
         ).scalar_one()
@@ -117,5 +109,4 @@ def units_of(engine: Engine, aoi_name: str) -> list[tuple[str, BaseGeometry]]:
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    geoms = shapely.from_wkb([bytes(wkb) for _, wkb in rows]) if rows else []
-    return [(str(key), geom) for (key, _), geom in zip(rows, geoms, strict=True)]
+    return [(str(key), geom) for key, geom in with_geometries(rows)]
