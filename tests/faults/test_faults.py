@@ -336,7 +336,14 @@ def unwritable(path: Path) -> Iterator[str]:
         how = "read-only bind mount"
         subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
         try:
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+            # EBUSY while a service has a file open for writing below it: try again
+            remount = ["mount", "-o", "remount,bind,ro", str(path)]
+            for _ in range(50):
+                if subprocess.run(remount, check=False, capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                subprocess.run(remount, check=True)
             check_unwritable(path)
             yield how
         finally:
