@@ -1,9 +1,11 @@
 """The whole chain as the demo runs it: four service processes on the real Kafka,
-PostGIS and Triton, fed the 12 real monthly passes over three AOIs (a city, parcels, a
-region), which gives the four indicators: LCZ, crop type, land cover, biophysics.
+PostGIS and Triton, fed the 12 real monthly passes of Sentinel-2 over three AOIs (a
+city, parcels, a region) and of Sentinel-1 over the parcels, which gives the four
+indicators: LCZ, crop type (S2, and S1+S2), land cover, biophysics.
 
 - The LCZ classes stored are exactly those of the original Keras model; every parcel is
-  re-predicted on every valid pass from its season so far; land-cover fractions and
+  re-predicted on every valid pass from its season so far, and on every radar pass from
+  both seasons so far; land-cover fractions and
   LAI / CCC / FCOVER fill one row per valid pass.
 - A full replay of the store's input leaves every table unchanged.
 - Triton stopped in the middle of a run (after the first six passes) holds the chain:
@@ -42,8 +44,11 @@ pytestmark = pytest.mark.e2e
 
 PASSES = 12
 VALID_PASSES = 10  # December 2020 and January 2021 are "no data" in the cube
-#: lcz (city), crop_type + parcel_biophysics (parcels), land_cover + biophysics (region)
-INDICATORS = 5
+#: A Sentinel-2 pass gives lcz (city), crop_type + parcel_biophysics (parcels),
+#: land_cover + biophysics (region); a Sentinel-1 pass crop_type_s1s2 (parcels)
+S2_INDICATORS = ("lcz", "crop_type", "parcel_biophysics", "land_cover", "biophysics")
+#: pass × indicator records of one month (its Sentinel-2 and its Sentinel-1 pass)
+INDICATORS = len(S2_INDICATORS) + 1
 #: What a run leaves, without surrogate ids and timings (which differ between runs).
 CHECKSUMS = {
     "lcz_cell": "to_jsonb(t) - 'id'",
@@ -213,11 +218,23 @@ def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
             text(
                 "SELECT count(*), count(DISTINCT parcel_id), min(observations), "
                 "max(observations), count(DISTINCT acquired_at), min(confidence) "
-                "FROM parcel_prediction"
-            )
+                "FROM parcel_prediction WHERE model_name = :m"
+            ),
+            {"m": "psetae_s2"},
+        ).one()
+        fused = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT parcel_id), min(observations), "
+                "max(observations), count(DISTINCT acquired_at), min(confidence) "
+                "FROM parcel_prediction WHERE model_name = :m"
+            ),
+            {"m": "psetae_s1s2"},
         ).one()
         latest = conn.execute(
-            text("SELECT count(*), min(observations), min(season_days) FROM parcel_latest")
+            text(
+                "SELECT count(*), min(observations), min(season_days), "
+                "string_agg(DISTINCT model_name, ',') FROM parcel_latest"
+            )
         ).one()
         parcels = conn.execute(text("SELECT count(*) FROM parcel")).scalar_one()
         parcel_bio = conn.execute(
@@ -265,9 +282,12 @@ def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
     assert stages[0] == stages[1]  # every stage time recorded, in the chain's order
     print(f"\nmedian preprocessed -> inferred: {stages[2]:.2f} s")
     assert statuses == {
-        (i, s): n
-        for i in ("lcz", "crop_type", "parcel_biophysics", "land_cover", "biophysics")
-        for s, n in (("stored", VALID_PASSES), ("no_valid_observation", PASSES - VALID_PASSES))
+        **{
+            (i, s): n
+            for i in S2_INDICATORS
+            for s, n in (("stored", VALID_PASSES), ("no_valid_observation", PASSES - VALID_PASSES))
+        },
+        ("crop_type_s1s2", "stored"): PASSES,  # radar sees through December's clouds
     }
     epoch = datetime(1990, 1, 1, tzinfo=UTC)
     assert lcz == {
@@ -286,8 +306,13 @@ def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
     # every parcel re-predicted on each valid pass, from 1 to 10 passes of its season
     assert tuple(crops[:5]) == (parcels * VALID_PASSES, parcels, 1, VALID_PASSES, VALID_PASSES)
     assert 0 < crops[5] <= 1
-    # the latest prediction of each parcel used the whole season: Nov 2020 .. Oct 2021
-    assert tuple(latest) == (parcels, VALID_PASSES, 334)
+    # and on each radar pass from both seasons so far: from November's two passes to the
+    # 10 optical and 12 radar passes of October
+    assert tuple(fused[:5]) == (parcels * PASSES, parcels, 2, VALID_PASSES + PASSES, PASSES)
+    assert 0 < fused[5] <= 1
+    # the latest prediction of each parcel used the whole season: Nov 2020 .. Oct 2021;
+    # both models predicted on 1 October, and the view takes psetae_s1s2 first
+    assert tuple(latest) == (parcels, VALID_PASSES + PASSES, 334, "psetae_s1s2")
     # every parcel's LAI and FCOVER on each valid pass, in the model's ranges
     assert tuple(parcel_bio[:2]) == (parcels * VALID_PASSES, parcels) and parcel_bio[6] >= 1
     assert 0 <= parcel_bio[2] <= parcel_bio[3] <= 8 and 0 <= parcel_bio[4] <= parcel_bio[5] <= 1
@@ -309,12 +334,12 @@ def check_indicators(engine: Engine, lcz_parity: dict[str, np.ndarray]) -> None:
     assert by_month[6] > by_month[2]  # the canopy grows from winter to June
 
 
-def grow_catalog(catalog_dir: Path, months: int) -> None:
+def grow_catalog(catalog_dir: Path, months: int, sentinel1: bool = True) -> None:
     """The catalog served from `catalog_dir / "served"` gets the items up to `months`
     the way a publisher adds them: new COGs and items first, then catalog.json replaced
     in one rename, so the catalog service never reads a file being written."""
     full = catalog_dir / "full"
-    build_catalog(full, months=months)
+    build_catalog(full, months=months, sentinel1=sentinel1)
     served = catalog_dir / "served"
     for part in ("cogs", "catalog"):
         for source in (full / part).iterdir():
@@ -393,7 +418,7 @@ def test_triton_restarted_mid_run_gives_identical_results(
         first = half * INDICATORS
         wait_until(lambda: completed(engine) == first, 180, "the first half stored")
         assert triton.stop()
-        grow_catalog(catalog_dir, PASSES)  # the other six passes appear
+        grow_catalog(catalog_dir, PASSES)  # the other six months' passes appear
 
         def waiting() -> int:
             with engine.connect() as conn:

@@ -14,10 +14,11 @@ import shapely
 import shapely.geometry
 
 from revisit_catalog.handler import Published, Subscription, discover
+from revisit_catalog.registry import indicators_of
 from revisit_catalog.stac import S2_BANDS, map_item, scene_event, version_of
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.events import SCL_BAND
+from revisit_common.events import SCL_BAND, partition_key
 
 STAC = Path(__file__).parents[1] / "data" / "stac"
 AOI = pb.Aoi(name="any", kind="city", geometry_wkt="POINT (0 0)")
@@ -136,6 +137,29 @@ def test_sentinel1_grd_maps_polarisations_orbit_and_slice_key() -> None:
         "S1A:IW:20250731T135637",
         "S1A:IW:20250731T135702",
     ]
+
+
+def test_an_s1_asset_says_its_encoding_and_a_composite_has_no_orbit() -> None:
+    """The demo's WorldCereal radar composites: σ⁰ as dB in uint16, several orbits."""
+    grd = next(i for i in items(EARTH_SEARCH_S1) if i.collection_id == "sentinel-1-grd")
+    composite = grd.clone()
+    composite.properties.pop("sat:relative_orbit", None)
+    composite.properties.pop("sat:orbit_state", None)
+    for asset in composite.assets.values():
+        asset.extra_fields["revisit:quantity"] = "db_uint16"
+    event = map_item(composite, NOW).event
+    assert {b.quantity for b in event.bands} == {"db_uint16"}
+    assert event.tile_id == "S1-ANY-ORBIT"
+    # the same scene for a parcels AOI is keyed by the AOI, for a region by its "tile"
+    parcels = pb.Aoi(name="fields", kind="parcels")
+    assert partition_key(parcels, event.tile_id) == b"aoi:fields"
+    assert partition_key(pb.Aoi(name="r", kind="region"), event.tile_id) == b"S1-ANY-ORBIT"
+    assert indicators_of("parcels", event.sensor) == ("crop_type_s1s2",)
+    assert indicators_of("parcels", "sentinel-2") == ("crop_type", "parcel_biophysics")
+    for asset in composite.assets.values():
+        asset.extra_fields["revisit:quantity"] = "decibels"
+    with pytest.raises(PoisonError, match="revisit:quantity 'decibels'"):
+        map_item(composite, NOW)
 
 
 def test_bad_items_are_poison_with_the_reason() -> None:

@@ -62,7 +62,8 @@ def test_passes_in_any_order_and_replays_build_one_ordered_series_per_season(
     events = {}
     for t in [*order, *order[:10]]:  # and ten passes are handled twice (replay)
         (out,) = handle_scene(scenes[t], store, LczGrid(), source, CONFIG)
-        assert isinstance(out.event, pb.ObservationBatch) and out.key == b"33TVM"
+        # a parcels AOI's passes are keyed by the AOI: S1 and S2 on one partition
+        assert isinstance(out.event, pb.ObservationBatch) and out.key == b"aoi:Ljubljana fields"
         events[t] = out.event
     assert set(asked) == {"Ljubljana fields"}
     observed = [t for t, e in events.items() if not e.no_valid_observation]

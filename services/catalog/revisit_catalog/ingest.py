@@ -26,7 +26,7 @@ from revisit_catalog.registry import (
 )
 from revisit_catalog.sources import Source
 from revisit_common.errors import TransientError
-from revisit_common.events import SCENES_TOPIC, dlq_topic, now
+from revisit_common.events import SCENES_TOPIC, dlq_topic, now, partition_key
 from revisit_common.runtime import Output, ServiceApp
 
 log = logging.getLogger("revisit_catalog")
@@ -117,7 +117,7 @@ class Ingest:
         # again, which the idempotent stages downstream absorb; the reverse order could
         # lose them.
         record_scenes(self.engine, found.scenes)
-        outputs = [Output(SCENES_TOPIC, s.tile_id.encode(), s) for s in found.scenes]
+        outputs = [Output(SCENES_TOPIC, partition_key(s.aoi, s.tile_id), s) for s in found.scenes]
         if not self.app.acknowledge(self.app.send(letters + outputs)):
             raise TransientError("scene or DLQ records not acknowledged")
         for seen in lettered:

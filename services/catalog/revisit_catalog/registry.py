@@ -19,15 +19,24 @@ from revisit_catalog.handler import Published, Subscription
 from revisit_catalog.stac import COLLECTIONS, version
 from revisit_common import events_pb2 as pb
 from revisit_common.db.models import AOI_KINDS, Aoi, CatalogCursor, Scene, SceneProcessing
-from revisit_common.events import to_datetime
+from revisit_common.events import SENTINEL1, to_datetime
 
-#: The indicators each kind of AOI gets: one `scene_processing` record each, completed by
-#: the store when that indicator's predictions are committed.
+#: The indicators each kind of AOI gets from a Sentinel-2 pass: one `scene_processing`
+#: record each, completed by the store when that indicator's predictions are committed.
 INDICATORS_OF_KIND = {
     "city": ("lcz",),
     "parcels": ("crop_type", "parcel_biophysics"),
     "region": ("land_cover", "biophysics"),
 }
+#: ... and from a Sentinel-1 pass: the S1+S2 crop type of the parcels it observed.
+S1_INDICATORS_OF_KIND = {"parcels": ("crop_type_s1s2",)}
+
+
+def indicators_of(kind: str, sensor: str) -> tuple[str, ...]:
+    """The indicators a pass of `sensor` gives an AOI of `kind`."""
+    if sensor == SENTINEL1 and kind in S1_INDICATORS_OF_KIND:
+        return S1_INDICATORS_OF_KIND[kind]
+    return INDICATORS_OF_KIND.get(kind, (kind,))
 
 
 class SubscriptionError(ValueError):
@@ -262,7 +271,7 @@ def mark_published(engine: Engine, events: Iterable[pb.SceneDiscovered]) -> None
     with engine.begin() as conn:
         for event in events:
             aoi_id = select(Aoi.id).where(Aoi.name == event.aoi.name).scalar_subquery()
-            for indicator in INDICATORS_OF_KIND.get(event.aoi.kind, (event.aoi.kind,)):
+            for indicator in indicators_of(event.aoi.kind, event.sensor):
                 conn.execute(
                     insert(SceneProcessing)
                     .values(

@@ -187,11 +187,14 @@ def _s2_bands(item: pystac.Item, baseline: str) -> list[pb.BandAsset]:
 #: What the values of Sentinel-1 assets are, by collection (see `BandAsset.quantity`):
 #: GRD products hold uncalibrated digital numbers, RTC products terrain-corrected γ⁰.
 S1_QUANTITY = {"sentinel-1-grd": "amplitude_dn", "sentinel-1-rtc": "gamma0_linear"}
+#: An asset may say what its values are itself (`revisit:quantity`), e.g. σ⁰ that an
+#: openEO chain derived from GRD and wrote as dB in uint16 ("db_uint16").
+S1_QUANTITIES = ("sigma0_linear", "gamma0_linear", "db_uint16", "amplitude_dn")
 
 
 def _s1_bands(item: pystac.Item) -> list[pb.BandAsset]:
     bands = []
-    quantity = S1_QUANTITY.get(item.collection_id or "", "sigma0_linear")
+    default = S1_QUANTITY.get(item.collection_id or "", "sigma0_linear")
     for key, asset in item.assets.items():
         name = key.upper()
         if name in S1_POLARIZATIONS and (asset.media_type or "").startswith(_TIFF):
@@ -199,6 +202,12 @@ def _s1_bands(item: pystac.Item) -> list[pb.BandAsset]:
             band = _band_asset(
                 name, asset, float(raster.get("scale", 1.0)), float(raster.get("offset", 0.0))
             )
+            quantity = asset.extra_fields.get("revisit:quantity", default)
+            if quantity not in S1_QUANTITIES:
+                raise PoisonError(
+                    f"item {item.id}: asset {key} has revisit:quantity {quantity!r}, not one "
+                    f"of {list(S1_QUANTITIES)}"
+                )
             band.quantity = quantity
             bands.append(band)
     if not bands:
@@ -400,8 +409,13 @@ def _map_item(item: pystac.Item, discovered_at: datetime, source: str) -> Mapped
         event.polarizations.extend(
             str(p).upper() for p in props.get("sar:polarizations", [b.band for b in event.bands])
         )
-        # An S1 slice has no tile: its relative orbit and orbit direction place it.
-        event.tile_id = f"S1-R{event.relative_orbit:03d}-{event.orbit_state[:3].upper()}"
+        # An S1 slice has no tile: its relative orbit and orbit direction place it (a
+        # composite of several orbits has neither).
+        event.tile_id = (
+            f"S1-R{event.relative_orbit:03d}-{event.orbit_state[:3].upper()}"
+            if event.relative_orbit
+            else "S1-ANY-ORBIT"
+        )
     event.acquisition_key = acquisition_key(item, sensor, event.tile_id)
     return MappedItem(event=event, geometry=geom)
 

@@ -40,7 +40,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from revisit_catalog.registry import INDICATORS_OF_KIND, load_subscriptions
+    from revisit_catalog.registry import indicators_of, load_subscriptions
+    from revisit_catalog.stac import COLLECTIONS
     from revisit_cli.demo import (
         bring_up,
         indicator_tables,
@@ -54,14 +55,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     config, services = StackConfig(), ServicesConfig()
     bring_up(config, services, say)
-    scenes = len(read_cube().dates)
-    per_pass = sum(
-        len(INDICATORS_OF_KIND[s.aoi.kind]) for s in load_subscriptions(services.catalog_aoi_file)
+    months = len(read_cube().dates)
+    # each month has one pass of each collection (Sentinel-2 and Sentinel-1)
+    per_month = sum(
+        len(indicators_of(s.aoi.kind, COLLECTIONS[c]))
+        for s in load_subscriptions(services.catalog_aoi_file)
+        for c in s.collections
     )
-    waited = wait_for_scenes(config.database_url, scenes * per_pass, args.timeout, say)
+    waited = wait_for_scenes(config.database_url, months * per_month, args.timeout, say)
     say(
-        f"\nAll {scenes} passes processed ({per_pass} indicators each) {waited:.1f} s after "
-        "the services were up; "
+        f"\nAll {months} months of passes processed ({per_month} pass × indicator records a "
+        f"month) {waited:.1f} s after the services were up; "
         f"{time.monotonic() - t0:.1f} s since `revisit demo` started.\n"
     )
     say(latency_summary(config.database_url))

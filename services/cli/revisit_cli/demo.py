@@ -34,9 +34,9 @@ LCZ_SQL = text(
 )
 CROP_SQL = text(
     """
-    SELECT p.acquired_at::date, p.class_name, count(*), round(avg(p.observations), 1),
-        round(avg(p.confidence)::numeric, 2)
-    FROM parcel_prediction p GROUP BY 1, 2 ORDER BY 1, 3 DESC
+    SELECT p.acquired_at::date, p.model_name, p.class_name, count(*),
+        round(avg(p.observations), 1), round(avg(p.confidence)::numeric, 2)
+    FROM parcel_prediction p GROUP BY 1, 2, 3 ORDER BY 1, 2, 4 DESC
     """
 )
 PARCEL_BIOPHYS_SQL = text(
@@ -178,12 +178,12 @@ def indicator_tables(database_url: str) -> str:
     with engine.connect() as conn:
         for aoi, day, status, lcz, n in conn.execute(LCZ_SQL):
             counts[(aoi, str(day), status)][lcz] = n
-        by_day: dict[str, list[str]] = defaultdict(list)
-        used_passes: dict[str, str] = {}
-        for day, name, n, passes, confidence in conn.execute(CROP_SQL):
-            by_day[str(day)].append(f"{name} {n} ({confidence})")
-            used_passes[str(day)] = str(passes)
-        crops = [[day, used_passes[day], ", ".join(v)] for day, v in sorted(by_day.items())]
+        by_day: dict[tuple[str, str], list[str]] = defaultdict(list)
+        used_passes: dict[tuple[str, str], str] = {}
+        for day, model, name, n, passes, confidence in conn.execute(CROP_SQL):
+            by_day[(str(day), model)].append(f"{name} {n} ({confidence})")
+            used_passes[(str(day), model)] = str(passes)
+        crops = [[*key, used_passes[key], ", ".join(v)] for key, v in sorted(by_day.items())]
         areas = [[_cell(v) for v in row] for row in conn.execute(AREA_SQL)]
         units = [[_cell(v) for v in row] for row in conn.execute(UNIT_SQL)]
         parcel_bio = [[_cell(v) for v in row] for row in conn.execute(PARCEL_BIOPHYS_SQL)]
@@ -196,7 +196,7 @@ def indicator_tables(database_url: str) -> str:
             for (aoi, day, status), row in sorted(counts.items())
         ],
     )
-    crop = _render(["as of", "passes", "parcels per crop type (mean confidence)"], crops)
+    crop = _render(["as of", "model", "passes", "parcels per crop type (mean confidence)"], crops)
     area = _render(
         ["AOI", "date", "tree", "built-up", "cropland", "LAI", "CCC g/m²", "FCOVER", "valid"],
         areas,
@@ -224,7 +224,8 @@ def indicator_tables(database_url: str) -> str:
         "Local Climate Zones (cells of 320 m, lcz_cell / lcz_latest):\n"
         f"{lcz}\n\n"
         "Crop type of the parcels from their season so far (parcel_prediction / "
-        "parcel_latest):\n"
+        "parcel_latest): psetae_s2 on each Sentinel-2 pass, psetae_s1s2 on each Sentinel-1\n"
+        "pass from both seasons (passes counts those of both sensors):\n"
         f"{crop}\n\n"
         "LAI, CCC and FCOVER per parcel, averaged over the parcels (parcel_biophys):\n"
         f"{per_parcel}\n\n"

@@ -1,8 +1,11 @@
-"""Real sample passes for the demo: the WorldCereal cube as Sentinel-2 scenes in STAC.
+"""Real sample passes for the demo: the WorldCereal cube as Sentinel-2 and Sentinel-1
+scenes in STAC.
 
 Each monthly composite of `data/worldcereal/worldcereal_preprocessed_inputs.nc` becomes
-one scene: a Cloud-Optimized GeoTIFF per band (uint16 digital numbers, 65535 = no data)
-and a STAC item with its real footprint, date and band assets, in a static catalog.
+two scenes: Sentinel-2 (a Cloud-Optimized GeoTIFF per band, uint16 digital numbers,
+65535 = no data) and Sentinel-1 (VV and VH σ⁰, uint16 as the WorldCereal/openEO chain
+encodes dB), each a STAC item with its real footprint, date and assets, in a static
+catalog.
 The output is deterministic, so building it twice gives the same catalog.
 
 The composites have no acquisition geometry of their own: each item carries the sun
@@ -34,6 +37,7 @@ from rasterio.shutil import copy as raster_copy
 from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
 
 from revisit_cli.stack import REPO_ROOT
 from revisit_common.db.parcels import ParcelRecord
@@ -88,9 +92,12 @@ def _write_cog(path: Path, array: npt.NDArray[np.uint16], transform: rasterio.Af
             raster_copy(src, str(path), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256)
 
 
-def build_catalog(out_dir: Path, cube_path: Path = CUBE, months: int | None = None) -> Path:
+def build_catalog(
+    out_dir: Path, cube_path: Path = CUBE, months: int | None = None, sentinel1: bool = True
+) -> Path:
     """Write COGs and a self-contained static STAC catalog of the first `months` (all by
-    default); returns catalog.json."""
+    default): a Sentinel-2 item per month and, with `sentinel1`, a Sentinel-1 item per
+    month; returns catalog.json."""
     cube = read_cube(cube_path)
     res = float(cube.x[1] - cube.x[0])
     transform = from_origin(cube.x[0] - res / 2, cube.y[0] + res / 2, res, res)
@@ -99,8 +106,9 @@ def build_catalog(out_dir: Path, cube_path: Path = CUBE, months: int | None = No
     footprint = shape(transform_geom(f"EPSG:{EPSG}", "EPSG:4326", mapping(box(*bounds))))
     catalog = pystac.Catalog(
         id="revisit-demo",
-        description="Monthly Sentinel-2 L2A composites of the WorldCereal sample cube "
-        "(Hesbaye, Belgium, 2020-11 .. 2021-10), one item per month.",
+        description="Monthly Sentinel-2 L2A and Sentinel-1 sigma0 composites of the "
+        "WorldCereal sample cube (Hesbaye, Belgium, 2020-11 .. 2021-10), one item of each "
+        "per month.",
     )
     centre = footprint.centroid
     for t, date in enumerate(cube.dates[:months]):
@@ -142,10 +150,55 @@ def build_catalog(out_dir: Path, cube_path: Path = CUBE, months: int | None = No
                 ),
             )
         catalog.add_item(item)
+        if sentinel1:
+            catalog.add_item(_s1_item(out_dir, cube, t, footprint, transform))
     catalog.normalize_hrefs(str(out_dir / "catalog"))
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return out_dir / "catalog" / "catalog.json"
+
+
+def _s1_item(
+    out_dir: Path, cube: Cube, t: int, footprint: BaseGeometry, transform: rasterio.Affine
+) -> pystac.Item:
+    """The cube's Sentinel-1 composite of month `t`: VV and VH σ⁰ as WorldCereal's openEO
+    chain wrote them (uint16, dB = 20·log10(dn) − 83), which the asset says."""
+    date = cube.dates[t]
+    scene_id = f"WORLDCEREAL_S1_{date:%Y%m%d}_MONTHLY"
+    item = pystac.Item(
+        id=scene_id,
+        geometry=mapping(footprint),
+        bbox=list(footprint.bounds),
+        datetime=date,
+        properties={
+            "platform": "sentinel-1",
+            "constellation": "sentinel-1",
+            "sar:instrument_mode": "IW",
+            "sar:product_type": "GRD",
+            "sar:polarizations": ["VV", "VH"],
+            "proj:epsg": EPSG,
+            # a monthly composite: no single orbit, so no sat:relative_orbit
+            "revisit:source": "WorldCereal monthly Sentinel-1 sigma0 composite (openEO), "
+            "MIT licence",
+        },
+        collection="sentinel-1-grd",
+    )
+    for polarisation in ("VV", "VH"):
+        href = out_dir / "cogs" / scene_id / f"{polarisation}.tif"
+        _write_cog(href, cube.dn[polarisation][t], transform)
+        item.add_asset(
+            polarisation.lower(),
+            pystac.Asset(
+                href=str(href),
+                media_type=COG_MEDIA_TYPE,
+                roles=["data"],
+                extra_fields={
+                    "revisit:quantity": "db_uint16",
+                    "raster:bands": [{"nodata": NODATA, "data_type": "uint16"}],
+                },
+            ),
+        )
+    return item
 
 
 def demo_parcels(

@@ -26,6 +26,15 @@ SENTINEL1 = "sentinel-1"
 SCL_BAND = "SCL"
 
 
+def partition_key(aoi: pb.Aoi, tile_id: str) -> bytes:
+    """The Kafka key of a scene's events at every stage. Passes over one tile share a
+    partition, so they are handled in order; a "parcels" AOI is keyed by its name
+    instead, so that its Sentinel-1 passes (placed by orbit, not by tile) and its
+    Sentinel-2 passes are handled in one order: the S1+S2 model of a radar pass reads
+    the optical passes published before it."""
+    return f"aoi:{aoi.name}".encode() if aoi.kind == "parcels" else tile_id.encode()
+
+
 def dlq_topic(topic: str) -> str:
     """The dead-letter topic of the stage that consumes ``topic``."""
     return f"{topic}.dlq"

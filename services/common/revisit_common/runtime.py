@@ -129,6 +129,9 @@ class ServiceApp:
                     acks="all",
                     linger_ms=5,
                     retries=5,
+                    # a retried batch never overtakes the next one: passes of one key stay
+                    # in order (the S1+S2 model reads a parcels AOI's passes in that order)
+                    max_in_flight_requests_per_connection=1,
                     # room for the key and the record's framing above the event limit
                     max_request_size=max(1_048_576, self.settings.max_event_bytes + 65_536),
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -60,9 +61,11 @@ def append_pass(
     acquired: datetime,
     scene: pb.SceneDiscovered,
     arrays: dict[str, pb.ArrayRef],
+    value_scale: float | None = None,
 ) -> int:
-    """Add (or replace) this scene's pass in the series manifest at `key`/series.json;
-    returns the number of passes the series then has."""
+    """Add (or replace) this scene's pass in the series manifest at `key`/series.json,
+    with its arrays' value scale when they are scaled; returns the number of passes the
+    series then has."""
     path = f"{key}/series.json"
     raw = store.get_bytes(path)
     try:
@@ -78,6 +81,7 @@ def append_pass(
             "scene_id": scene.header.scene_id,
             "acquisition_key": acquisition,
             "arrays": {name: MessageToDict(ref) for name, ref in arrays.items()},
+            **({"value_scale": value_scale} if value_scale is not None else {}),
         }
     )
     passes.sort(key=lambda p: (p["acquired_at"], p["scene_id"]))
@@ -92,4 +96,55 @@ def read_series(store: PayloadStore, key: str) -> list[dict[str, Any]]:
     passes: list[dict[str, Any]] = json.loads(raw)["passes"] if raw else []
     for p in passes:
         p["arrays"] = {name: ParseDict(ref, pb.ArrayRef()) for name, ref in p["arrays"].items()}
+    return passes
+
+
+#: The season series products of a "parcels" AOI: Sentinel-2 pixel sets, Sentinel-1
+#: backscatter statistics (the kinds of their observations).
+PARCEL_PRODUCTS = ("parcel_pixels", "parcel_s1")
+
+
+def season_snapshot(
+    store: PayloadStore, aoi: str, season: str, acquired_by: date
+) -> list[pb.SeriesPasses]:
+    """Every parcel series of this AOI and season (each product, tile and orbit) with its
+    passes acquired up to `acquired_by`, as the store has them now."""
+    snapshot = []
+    for product in PARCEL_PRODUCTS:
+        prefix = f"{product}/{key_part(aoi)}/{season}/"
+        for found in store.list(prefix):
+            if not found.key.endswith("/series.json"):
+                continue
+            key = found.key.removesuffix("/series.json")
+            if key.count("/") != 3:  # product/aoi/season/tile only
+                continue
+            keys = [
+                p["acquisition_key"]
+                for p in read_series(store, key)
+                if date.fromisoformat(p["acquired_at"][:10]) <= acquired_by
+            ]
+            if keys:
+                snapshot.append(pb.SeriesPasses(series_key=key, acquisition_keys=keys))
+    return snapshot
+
+
+def snapshot_passes(
+    store: PayloadStore, snapshot: Iterable[pb.SeriesPasses], product: str
+) -> list[dict[str, Any]]:
+    """The passes a snapshot names, of the series of one product, by date (a pass the
+    store no longer has is poison: its arrays are gone, the prediction cannot be made
+    again as it was)."""
+    passes = []
+    for entry in snapshot:
+        if not entry.series_key.startswith(f"{product}/"):
+            continue
+        by_key = {p["acquisition_key"]: p for p in read_series(store, entry.series_key)}
+        for acquisition in entry.acquisition_keys:
+            if acquisition not in by_key:
+                raise PoisonError(
+                    f"pass {acquisition!r} of {entry.series_key!r} is no longer in the payload "
+                    "store (past REVISIT_PAYLOAD_RETENTION_DAYS?)"
+                )
+            passes.append(by_key[acquisition])
+    passes.sort(key=lambda p: (p["acquired_at"], p["scene_id"]))
     return passes

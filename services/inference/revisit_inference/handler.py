@@ -10,19 +10,20 @@ import numpy.typing as npt
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.events import PREDICTIONS_TOPIC, derived_header
+from revisit_common.events import PREDICTIONS_TOPIC, derived_header, partition_key
 from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
 from revisit_inference.areas import predict_biophysics, predict_land_cover
 from revisit_inference.drift import DriftMetrics
-from revisit_inference.parcels import predict_crops, predict_parcel_biophysics
+from revisit_inference.parcels import (
+    predict_crops,
+    predict_fused_crops,
+    predict_parcel_biophysics,
+)
 from revisit_inference.served import Predicted, ServedModel
 from revisit_inference.triton import Classifier
 
 PRODUCER = "inference"
-#: Observation kinds that the preprocess service produces but no model serves yet: they
-#: stay in the topic (and their arrays in the payload store) for the models to come.
-NOT_SERVED_YET = ("parcel_s1",)
 log = logging.getLogger(__name__)
 Predict = Callable[
     [pb.ObservationBatch, PayloadStore, ServedModel, pb.PredictionBatch], Predicted | None
@@ -37,9 +38,10 @@ def handle_observation(
     drift: DriftMetrics | None = None,
     bio: ServedModel | None = None,
     land: ServedModel | None = None,
+    fusion: ServedModel | None = None,
 ) -> list[Output]:
     """The prediction batches of one observation batch (`handle_observations` of one)."""
-    return handle_observations([batch], store, lcz, crops, drift, bio, land)[0]
+    return handle_observations([batch], store, lcz, crops, drift, bio, land, fusion)[0]
 
 
 def handle_observations(
@@ -50,6 +52,7 @@ def handle_observations(
     drift: DriftMetrics | None = None,
     bio: ServedModel | None = None,
     land: ServedModel | None = None,
+    fusion: ServedModel | None = None,
 ) -> list[list[Output]]:
     """The outputs of each batch. The LCZ patches of all the batches go to the model
     together (one call, cut to its max batch and sent concurrently); parcels and regions
@@ -63,13 +66,14 @@ def handle_observations(
             ("biophysics", bio, predict_biophysics),
             ("land_cover", land, predict_land_cover),
         ],
+        "parcel_s1": [("crop_type_s1s2", fusion, predict_fused_crops)],
     }
     outputs: dict[int, list[Output]] = {}
     patches: list[tuple[int, npt.NDArray[np.float32]]] = []
     for i, batch in enumerate(batches):
         if batch.kind == "lcz_patches":
             patches.append((i, _lcz_patches(batch, store)))
-        elif batch.kind in indicators or batch.kind in NOT_SERVED_YET:
+        elif batch.kind in indicators:
             served = [(n, m, p) for n, m, p in indicators.get(batch.kind, []) if m is not None]
             if not served:
                 log.info("inference: no model serves %s observations yet, skipped", batch.kind)
@@ -119,7 +123,7 @@ def _lcz_output(
                 probabilities=[float(p) for p in probs],
             )
         )
-    return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)
+    return Output(PREDICTIONS_TOPIC, partition_key(batch.aoi, batch.tile_id), out)
 
 
 def _indicator(
@@ -142,7 +146,7 @@ def _indicator(
                 drift.observe_predictions(
                     served.name, aoi, predicted.outputs, served.classes, prior
                 )
-    return Output(PREDICTIONS_TOPIC, batch.tile_id.encode(), out)
+    return Output(PREDICTIONS_TOPIC, partition_key(batch.aoi, batch.tile_id), out)
 
 
 def _prediction_batch(

@@ -25,7 +25,10 @@ class InferenceSettings(ServiceSettings):
     - ``REVISIT_TRITON_TIMEOUT_S``: per request.
     - ``REVISIT_TRITON_CONCURRENCY``: requests of one call in flight at once [4].
     - ``REVISIT_CROP_MODEL`` / ``REVISIT_CROP_MODEL_VERSION``: the crop-type model of
-      "parcels" AOIs (empty model: parcels are not predicted).
+      "parcels" AOIs, on each Sentinel-2 pass (empty model: parcels are not predicted).
+    - ``REVISIT_CROP_FUSION_MODEL`` / ``REVISIT_CROP_FUSION_MODEL_VERSION``: the S1+S2
+      crop-type model, on each Sentinel-1 pass of "parcels" AOIs watched with a
+      Sentinel-1 collection (empty model: not predicted).
     - ``REVISIT_BIOPHYS_MODEL`` / ``REVISIT_BIOPHYS_MODEL_VERSION``: LAI, CCC, FCOVER of
       "region" AOIs (empty model: not predicted).
     - ``REVISIT_LANDCOVER_MODEL`` / ``REVISIT_LANDCOVER_MODEL_VERSION``: land-cover
@@ -41,6 +44,8 @@ class InferenceSettings(ServiceSettings):
     triton_concurrency: int = 4
     crop_model: str = "psetae_s2"
     crop_model_version: str = ""
+    crop_fusion_model: str = "psetae_s1s2"
+    crop_fusion_model_version: str = ""
     biophys_model: str = "biophys_prosail"
     biophys_model_version: str = ""
     landcover_model: str = "landcover_tae"
@@ -93,6 +98,7 @@ def main() -> None:
     crops = served_model(settings, settings.crop_model, settings.crop_model_version)
     bio = served_model(settings, settings.biophys_model, settings.biophys_model_version)
     land = served_model(settings, settings.landcover_model, settings.landcover_model_version)
+    fusion = served_model(settings, settings.crop_fusion_model, settings.crop_fusion_model_version)
     drift = DriftMetrics()
     app.metrics.topics(produced=(PREDICTIONS_TOPIC,))
     app.consume(
@@ -100,10 +106,12 @@ def main() -> None:
             service="inference",
             input_topic=OBSERVATIONS_TOPIC,
             event_type=pb.ObservationBatch,
-            process=lambda batch: handle_observation(batch, store, lcz, crops, drift, bio, land),
+            process=lambda batch: handle_observation(
+                batch, store, lcz, crops, drift, bio, land, fusion
+            ),
             # the LCZ patches of a poll's batches (up to REVISIT_MAX_POLL_RECORDS) together
             process_many=lambda batches: handle_observations(
-                batches, store, lcz, crops, drift, bio, land
+                batches, store, lcz, crops, drift, bio, land, fusion
             ),
         )
     )

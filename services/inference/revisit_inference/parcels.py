@@ -8,6 +8,10 @@ and its geometric features. Parcels of a batch are padded to the longest season,
 the model's masks expect. Each prediction carries the number of passes it used and the
 season's length so far: an early-season prediction is recognisable as one.
 
+A Sentinel-1 pass (`parcel_s1`) gets the S1+S2 model where both seasons exist: the
+passes of both sensors that its `season_series` names (those preprocess had when it
+added this pass, up to its date), the radar statistics in their own series.
+
 Biophysics of the same parcels (LAI, CCC, FCOVER) come from this pass alone: the
 PROSAIL-trained model on each parcel's sampled valid pixels, averaged.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +28,7 @@ import numpy.typing as npt
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.payload import PayloadStore
-from revisit_common.series import read_series, season_start
+from revisit_common.series import read_series, season_start, snapshot_passes
 from revisit_inference.areas import (
     SUMMARY,
     VARIABLES,
@@ -31,7 +36,7 @@ from revisit_inference.areas import (
     has_angles,
     summarise,
 )
-from revisit_inference.drift import feature_reference, s2_reference
+from revisit_inference.drift import Reference, feature_reference, s2_reference
 from revisit_inference.served import Predicted, ServedModel
 
 
@@ -57,50 +62,91 @@ def day_of_season(batch: pb.ObservationBatch) -> float | None:
     return float((acquired - season_start(batch.parcels.season)).days)
 
 
-def season_inputs(
-    store: PayloadStore, observation: pb.ParcelObservation, acquired_by: date | None = None
-) -> SeasonInputs:
-    """The season so far (up to `acquired_by`) of every parcel observed in this pass."""
-    start = season_start(observation.season)
-    passes = read_series(store, observation.series_key)
-    if not passes:
-        raise PoisonError(f"season series {observation.series_key!r} has no pass")
-    wanted = store.get_array(observation.parcel_ids).astype(np.int64)
+Parcel = list[tuple[float, npt.NDArray[np.float32]]]  # (day of season, values) per pass
+
+
+def _gather(
+    store: PayloadStore,
+    passes: list[dict[str, Any]],
+    wanted: npt.NDArray[np.int64],
+    start: date,
+    scale: float,
+    acquired_by: date | None = None,
+) -> tuple[list[Parcel], npt.NDArray[np.float32]]:
+    """Each wanted parcel's values in the passes (oldest first) that observed it, and its
+    geometric features (the latest pass's)."""
     row_of = {int(pid): i for i, pid in enumerate(wanted)}
-    per_parcel: list[list[tuple[float, npt.NDArray[np.float32]]]] = [[] for _ in wanted]
+    per_parcel: list[Parcel] = [[] for _ in wanted]
     geomfeat = np.zeros((len(wanted), 4), np.float32)
-    scale = observation.value_scale or 10000.0
     for p in passes:
         acquired = date.fromisoformat(p["acquired_at"][:10])
         if acquired_by is not None and acquired > acquired_by:
             continue  # a later pass (this one is replayed): not part of its season so far
-        day = (acquired - start).days
+        day = float((acquired - start).days)
         ids = store.get_array(p["arrays"]["parcel_ids"]).astype(np.int64)
         values = store.get_array(p["arrays"]["values"])
         geometry = store.get_array(p["arrays"]["geomfeat"])
         if len(values) != len(ids):
-            raise PoisonError(f"pass {p['scene_id']}: {len(values)} pixel sets, {len(ids)} ids")
+            raise PoisonError(f"pass {p['scene_id']}: {len(values)} value rows, {len(ids)} ids")
+        pass_scale = float(p.get("value_scale", scale))
         for j, pid in enumerate(ids):
             i = row_of.get(int(pid))
             if i is not None:
-                per_parcel[i].append((float(day), values[j].astype(np.float32) / scale))
+                per_parcel[i].append((day, values[j].astype(np.float32) / pass_scale))
                 geomfeat[i] = geometry[j]
+    return per_parcel, geomfeat
+
+
+def _padded(
+    per_parcel: list[Parcel],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Values (B, T, ...), validity (B, T) and days (B, T), padded to the longest series."""
+    shape = per_parcel[0][0][1].shape
+    for series in per_parcel:
+        for _, values in series:
+            if values.shape != shape:
+                raise PoisonError(f"passes of one series disagree: values {values.shape}, {shape}")
+    t_max = max(len(s) for s in per_parcel)
+    x = np.zeros((len(per_parcel), t_max, *shape), np.float32)
+    valid = np.zeros((len(per_parcel), t_max), np.float32)
+    positions = np.zeros((len(per_parcel), t_max), np.float32)
+    for i, series in enumerate(per_parcel):
+        for t, (when, values) in enumerate(series):
+            x[i, t], valid[i, t], positions[i, t] = values, 1.0, when
+    return x, valid, positions
+
+
+def _pixel_set_inputs(
+    per_parcel: list[Parcel], geomfeat: npt.NDArray[np.float32]
+) -> dict[str, npt.NDArray[np.float32]]:
+    x, valid, positions = _padded(per_parcel)
+    # sets are sampled among the parcel's valid pixels: every pixel of a real date counts
+    mask = np.repeat(valid[:, :, None], x.shape[-1], axis=2)
+    return {"pixels": x, "pixel_mask": mask, "positions": positions, "geomfeat": geomfeat}
+
+
+def season_inputs(
+    store: PayloadStore, observation: pb.ParcelObservation, acquired_by: date | None = None
+) -> SeasonInputs:
+    """The season so far (up to `acquired_by`) of every parcel observed in this pass."""
+    passes = read_series(store, observation.series_key)
+    if not passes:
+        raise PoisonError(f"season series {observation.series_key!r} has no pass")
+    wanted = store.get_array(observation.parcel_ids).astype(np.int64)
+    per_parcel, geomfeat = _gather(
+        store,
+        passes,
+        wanted,
+        season_start(observation.season),
+        observation.value_scale or 10000.0,
+        acquired_by,
+    )
     lengths = [len(s) for s in per_parcel]
     if min(lengths) == 0:
         missing = int(wanted[lengths.index(0)])
         raise PoisonError(f"parcel {missing} of this pass is not in {observation.series_key!r}")
-    channels, pixels = per_parcel[0][0][1].shape
-    t_max = max(lengths)
-    x = np.zeros((len(wanted), t_max, channels, pixels), np.float32)
-    mask = np.zeros((len(wanted), t_max, pixels), np.float32)
-    positions = np.zeros((len(wanted), t_max), np.float32)
-    for i, series in enumerate(per_parcel):
-        for t, (when, values) in enumerate(series):
-            x[i, t] = values
-            mask[i, t] = 1.0  # sets are sampled among the parcel's valid pixels
-            positions[i, t] = when
     return SeasonInputs(
-        {"pixels": x, "pixel_mask": mask, "positions": positions, "geomfeat": geomfeat},
+        _pixel_set_inputs(per_parcel, geomfeat),
         wanted,
         np.array(lengths, np.int32),
         np.array([int(s[-1][0]) for s in per_parcel], np.int32),
@@ -112,16 +158,38 @@ def predict_crops(
 ) -> Predicted:
     """Fill `out` with the crop type of the parcels this pass observed."""
     season = season_inputs(store, batch.parcels, _acquired(batch))
-    probabilities, out.model_version = crops.model.infer(season.inputs, "probabilities")
-    if probabilities.shape != (len(season.parcel_ids), len(crops.classes)):
+    probabilities = _crop_predictions(
+        crops, season.inputs, season.parcel_ids, season.observations, season.season_days, out
+    )
+    out.season = batch.parcels.season
+    # this pass is the last of each parcel's season so far: its pixels, (P·S, C)
+    pixels = season.inputs["pixels"]
+    latest = pixels[np.arange(len(pixels)), season.observations - 1]
+    return Predicted(
+        probabilities,
+        latest.transpose(0, 2, 1).reshape(-1, latest.shape[1]),
+        s2_reference(crops.statistics, day_of_season(batch)),
+    )
+
+
+def _crop_predictions(
+    crops: ServedModel,
+    inputs: dict[str, npt.NDArray[np.float32]],
+    parcel_ids: npt.NDArray[np.int64],
+    observations: npt.NDArray[np.int32],
+    season_days: npt.NDArray[np.int32],
+    out: pb.PredictionBatch,
+) -> npt.NDArray[np.float32]:
+    """The crop model on the parcels' seasons; one prediction each in `out`."""
+    probabilities, out.model_version = crops.model.infer(inputs, "probabilities")
+    if probabilities.shape != (len(parcel_ids), len(crops.classes)):
         raise PoisonError(
             f"{crops.name} answered {probabilities.shape} for "
-            f"{len(season.parcel_ids)} parcels and {len(crops.classes)} classes"
+            f"{len(parcel_ids)} parcels and {len(crops.classes)} classes"
         )
     out.classes.extend(crops.classes)
-    out.season = batch.parcels.season
     for pid, probs, n, days in zip(
-        season.parcel_ids, probabilities, season.observations, season.season_days, strict=True
+        parcel_ids, probabilities, observations, season_days, strict=True
     ):
         best = int(np.argmax(probs))
         out.predictions.append(
@@ -134,13 +202,60 @@ def predict_crops(
                 season_days=int(days),
             )
         )
-    # this pass is the last of each parcel's season so far: its pixels, (P·S, C)
-    pixels = season.inputs["pixels"]
-    latest = pixels[np.arange(len(pixels)), season.observations - 1]
+    return probabilities
+
+
+def predict_fused_crops(
+    batch: pb.ObservationBatch, store: PayloadStore, fusion: ServedModel, out: pb.PredictionBatch
+) -> Predicted | None:
+    """Fill `out` with the S1+S2 crop type of the parcels this Sentinel-1 pass observed:
+    both seasons so far, as the pass's `season_series` names them. A parcel without a
+    Sentinel-2 pass yet is left out (a note counts them); each prediction's
+    `observations` counts the passes of both sensors (None when none is left)."""
+    observation = batch.parcels
+    features = list(fusion.statistics["s1"]["features"])
+    if list(observation.channels) != features:
+        out.no_valid_observation = True
+        out.notes.append(
+            f"this pass has {list(observation.channels)}; {fusion.name} reads {features} "
+            "(VV and VH): no S1+S2 prediction"
+        )
+        return None
+    start = season_start(observation.season)
+    ids = store.get_array(observation.parcel_ids).astype(np.int64)
+    snapshot = observation.season_series
+    s1, _ = _gather(store, snapshot_passes(store, snapshot, "parcel_s1"), ids, start, 1.0)
+    s2, geomfeat = _gather(
+        store, snapshot_passes(store, snapshot, "parcel_pixels"), ids, start, 10000.0
+    )
+    keep = np.array([bool(a) and bool(b) for a, b in zip(s1, s2, strict=True)])
+    if (~keep).any():
+        out.notes.append(
+            f"{int((~keep).sum())} of the {len(ids)} parcels this pass observed have no "
+            "Sentinel-2 pass in the season yet: no S1+S2 prediction for them"
+        )
+    out.season = observation.season
+    if not keep.any():
+        out.no_valid_observation = True
+        return None
+    s1_kept = [s for s, k in zip(s1, keep, strict=True) if k]
+    s2_kept = [s for s, k in zip(s2, keep, strict=True) if k]
+    inputs = _pixel_set_inputs(s2_kept, geomfeat[keep])
+    inputs["s1"], inputs["s1_valid"], inputs["s1_positions"] = _padded(s1_kept)
+    probabilities = _crop_predictions(
+        fusion,
+        inputs,
+        ids[keep],
+        np.array([len(a) + len(b) for a, b in zip(s1_kept, s2_kept, strict=True)], np.int32),
+        np.array(
+            [int(max(a[-1][0], b[-1][0])) for a, b in zip(s1_kept, s2_kept, strict=True)], np.int32
+        ),
+        out,
+    )
+    values = store.get_array(observation.values).astype(np.float32)  # this pass's, (P, F)
+    stats = fusion.statistics["s1"]
     return Predicted(
-        probabilities,
-        latest.transpose(0, 2, 1).reshape(-1, latest.shape[1]),
-        s2_reference(crops.statistics, day_of_season(batch)),
+        probabilities, values[keep], Reference.of(features, stats["mean"], stats["std"])
     )
 
 

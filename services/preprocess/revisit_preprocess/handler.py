@@ -8,6 +8,10 @@ What a scene becomes depends on the AOI it was discovered for and on its sensor:
 | `parcels` | pixel sets (`parcel_pixels`)      | backscatter per parcel (`parcel_s1`)|
 | `region`  | per-pixel inputs (`region_pixels`)| nothing (logged)                    |
 
+A `parcel_s1` observation also names the AOI's season series of both sensors as they
+are when its pass is added (`ParcelObservation.season_series`): the passes the S1+S2
+crop model of that radar pass reads.
+
 A scene that leaves the AOI without any valid pixel (clouds, no data, outside the
 rasters) gives an event with `no_valid_observation` set and a note saying why.
 """
@@ -26,11 +30,18 @@ from revisit_common.events import (
     SCL_BAND,
     SENTINEL1,
     derived_header,
+    partition_key,
     to_datetime,
 )
 from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
-from revisit_common.series import append_pass, key_part, season_of, series_key
+from revisit_common.series import (
+    append_pass,
+    key_part,
+    season_of,
+    season_snapshot,
+    series_key,
+)
 from revisit_preprocess.backscatter import (
     UncalibratedError,
     extract_backscatter,
@@ -90,7 +101,7 @@ def handle_scene(
     else:
         log.info("preprocess: no product for AOI kind %r, %s skipped", kind, _id(scene))
         return []
-    return [Output(OBSERVATIONS_TOPIC, scene.tile_id.encode(), batch)]
+    return [Output(OBSERVATIONS_TOPIC, partition_key(scene.aoi, scene.tile_id), batch)]
 
 
 def _id(scene: pb.SceneDiscovered) -> str:
@@ -188,6 +199,11 @@ def _parcel_backscatter(
     except UncalibratedError as exc:
         return _nothing(batch, str(exc))
     _fill_parcels(batch, scene, store, "parcel_s1", stats, 1.0)
+    if not batch.no_valid_observation:  # what the S1+S2 model of this pass will read
+        acquired = to_datetime(scene.header.acquired_at).date()
+        batch.parcels.season_series.extend(
+            season_snapshot(store, scene.aoi.name, batch.parcels.season, acquired)
+        )
     return batch
 
 
@@ -236,7 +252,7 @@ def _fill_parcels(
         refs[name] = store.put_array(f"{key}/{name}", getattr(found, name))
         getattr(out, name).CopyFrom(refs[name])
     out.series_key = series
-    out.series_length = append_pass(store, series, acquired, scene, refs)
+    out.series_length = append_pass(store, series, acquired, scene, refs, value_scale)
 
 
 def _region(

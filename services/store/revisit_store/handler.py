@@ -93,6 +93,10 @@ class SceneOutcome:
     inferred_at: datetime | None = None
 
 
+#: Crop type from Sentinel-2 passes, and from Sentinel-1 passes with the S1+S2 model.
+CROP_INDICATORS = ("crop_type", "crop_type_s1s2")
+
+
 @dataclass(frozen=True)
 class StoreRows:
     outcome: SceneOutcome
@@ -112,6 +116,7 @@ def rows_for(batch: pb.PredictionBatch) -> StoreRows:
     tables = {
         "lcz": ("lcz_cell", _lcz_rows),
         "crop_type": ("parcel_prediction", _parcel_rows),
+        "crop_type_s1s2": ("parcel_prediction", _parcel_rows),
         "parcel_biophysics": ("parcel_biophys", _parcel_biophys_rows),
         "land_cover": ("landcover_indicator", _area_rows(LANDCOVER_VALUES, "landcover")),
         "biophysics": ("landcover_indicator", _area_rows(BIOPHYS_VALUES, "biophys")),
@@ -136,7 +141,7 @@ def rows_for(batch: pb.PredictionBatch) -> StoreRows:
     )
     classes = (
         [(batch.model_name, batch.model_version, i, c) for i, c in enumerate(batch.classes)]
-        if batch.indicator == "crop_type" and rows
+        if batch.indicator in CROP_INDICATORS and rows
         else []
     )
     return StoreRows(outcome, table if rows else "", rows, batch.epsg, classes)

@@ -91,6 +91,7 @@ MERGES = {
         "parcel_biophys", PARCEL_BIOPHYS_COLUMNS, ["scene_id", *PARCEL_BIOPHYS_VALUES, "pixels"]
     ),
 }
+MERGES["crop_type_s1s2"] = MERGES["crop_type"]  # the S1+S2 model's rows: the same table
 for _indicator, _model, _values in (
     ("land_cover", "landcover", LANDCOVER_VALUES),
     ("biophysics", "biophys", BIOPHYS_VALUES),
