@@ -5,9 +5,7 @@ PostgreSQL + PostGIS and Triton on free ports, serving the project's model repos
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -188,19 +186,6 @@ def commit_from_outside(
 
 
 def consecutive_free_ports(count: int) -> int:
-    """A base port such that base .. base+count-1 are free now."""
-    for _ in range(100):
-        base = random.randint(20000, 60000)
-        try:
-            sockets = []
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports found")
+    """A base port such that base .. base+count-1 are free now (below the ephemeral
+    range, see `free_ports`)."""
+    return free_ports(count, consecutive=True)[0]

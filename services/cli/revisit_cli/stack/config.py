@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 from contextlib import ExitStack
@@ -146,12 +147,35 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports; all sockets are held until every port is picked."""
-    with ExitStack() as stack:
-        ports: list[int] = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux's default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int, consecutive: bool = False) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that are free now (``consecutive``: in a
+    row), below the ephemeral range: a readiness probe of a port there that is not
+    listening yet can connect to itself (TCP simultaneous open) and read its own request
+    back, and the server then cannot bind it."""
+    low = 20000
+    high = max(low + 1000, ephemeral_ports()[0]) - count
+    for _ in range(200):
+        base = random.randint(low, high)
+        candidates = (
+            list(range(base, base + count))
+            if consecutive
+            else random.sample(range(low, high + count), count)
+        )
+        with ExitStack() as stack:
+            try:
+                for port in candidates:
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return candidates
+    raise RuntimeError(f"no {count} free ports found between {low} and {high + count}")

@@ -10,6 +10,7 @@ really the one it started, never an unrelated process that reused the pid.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -85,8 +86,8 @@ def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return int(resp.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return False  # not up, or not (yet) an HTTP server on that port
 
 
 def bind_error(host: str, port: int) -> OSError | None:
