@@ -25,7 +25,9 @@ are none in the repository's data; `revisit areas load` takes real ones).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -111,66 +113,34 @@ def build_catalog(
         "per month.",
     )
     centre = footprint.centroid
+    scene = _SceneWriter(out_dir, cube, footprint, transform)
     for t, date in enumerate(cube.dates[:months]):
         zenith, azimuth = solar_angles(date.date(), centre.y)
-        scene_id = f"WORLDCEREAL_S2_{TILE}_{date:%Y%m%d}_MONTHLY"
-        item = pystac.Item(
-            id=scene_id,
-            geometry=mapping(footprint),
-            bbox=list(footprint.bounds),
-            datetime=date,
-            properties={
-                "platform": "sentinel-2",
-                "constellation": "sentinel-2",
-                "s2:mgrs_tile": TILE,
-                "proj:epsg": EPSG,
-                "revisit:source": "WorldCereal monthly composite (openEO), MIT licence",
-                # nominal: the sun at 10:30 local solar time on the composite's date
-                "view:sun_elevation": round(90 - zenith, 2),
-                "view:sun_azimuth": round(azimuth, 2),
-                "view:off_nadir": 0.0,
-            },
-            collection="sentinel-2-l2a",
-        )
-        for band in BANDS:
-            href = out_dir / "cogs" / scene_id / f"{band}.tif"
-            _write_cog(href, cube.dn[band][t], transform)
-            item.add_asset(
-                band,
-                pystac.Asset(
-                    href=str(href),
-                    media_type=COG_MEDIA_TYPE,
-                    roles=["data"],
-                    extra_fields={
-                        "eo:bands": [{"name": band, "common_name": COMMON_NAMES[band]}],
-                        "raster:bands": [
-                            {"nodata": NODATA, "data_type": "uint16", "scale": 1e-4, "offset": 0.0}
-                        ],
-                    },
-                ),
-            )
-        catalog.add_item(item)
-        if sentinel1:
-            catalog.add_item(_s1_item(out_dir, cube, t, footprint, transform))
-    catalog.normalize_hrefs(str(out_dir / "catalog"))
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return out_dir / "catalog" / "catalog.json"
-
-
-def _s1_item(
-    out_dir: Path, cube: Cube, t: int, footprint: BaseGeometry, transform: rasterio.Affine
-) -> pystac.Item:
-    """The cube's Sentinel-1 composite of month `t`: VV and VH σ⁰ as WorldCereal's openEO
-    chain wrote them (uint16, dB = 20·log10(dn) − 83), which the asset says."""
-    date = cube.dates[t]
-    scene_id = f"WORLDCEREAL_S1_{date:%Y%m%d}_MONTHLY"
-    item = pystac.Item(
-        id=scene_id,
-        geometry=mapping(footprint),
-        bbox=list(footprint.bounds),
-        datetime=date,
-        properties={
+        optical = {
+            "platform": "sentinel-2",
+            "constellation": "sentinel-2",
+            "s2:mgrs_tile": TILE,
+            "proj:epsg": EPSG,
+            "revisit:source": "WorldCereal monthly composite (openEO), MIT licence",
+            # nominal: the sun at 10:30 local solar time on the composite's date
+            "view:sun_elevation": round(90 - zenith, 2),
+            "view:sun_azimuth": round(azimuth, 2),
+            "view:off_nadir": 0.0,
+        }
+        bands = {
+            band: {
+                "eo:bands": [{"name": band, "common_name": COMMON_NAMES[band]}],
+                "raster:bands": [
+                    {"nodata": NODATA, "data_type": "uint16", "scale": 1e-4, "offset": 0.0}
+                ],
+            }
+            for band in BANDS
+        }
+        name = f"WORLDCEREAL_S2_{TILE}_{date:%Y%m%d}_MONTHLY"
+        catalog.add_item(scene.item(name, t, "sentinel-2-l2a", optical, bands))
+        if not sentinel1:
+            continue
+        radar = {
             "platform": "sentinel-1",
             "constellation": "sentinel-1",
             "sar:instrument_mode": "IW",
@@ -180,25 +150,59 @@ def _s1_item(
             # a monthly composite: no single orbit, so no sat:relative_orbit
             "revisit:source": "WorldCereal monthly Sentinel-1 sigma0 composite (openEO), "
             "MIT licence",
-        },
-        collection="sentinel-1-grd",
-    )
-    for polarisation in ("VV", "VH"):
-        href = out_dir / "cogs" / scene_id / f"{polarisation}.tif"
-        _write_cog(href, cube.dn[polarisation][t], transform)
-        item.add_asset(
-            polarisation.lower(),
-            pystac.Asset(
-                href=str(href),
-                media_type=COG_MEDIA_TYPE,
-                roles=["data"],
-                extra_fields={
-                    "revisit:quantity": "db_uint16",
-                    "raster:bands": [{"nodata": NODATA, "data_type": "uint16"}],
-                },
-            ),
+        }
+        # σ⁰ as WorldCereal's openEO chain wrote it (uint16, dB = 20·log10(dn) − 83)
+        polarisations = {
+            p: {
+                "revisit:quantity": "db_uint16",
+                "raster:bands": [{"nodata": NODATA, "data_type": "uint16"}],
+            }
+            for p in ("vv", "vh")  # asset keys as Earth Search and Planetary Computer
+        }
+        name = f"WORLDCEREAL_S1_{date:%Y%m%d}_MONTHLY"
+        catalog.add_item(scene.item(name, t, "sentinel-1-grd", radar, polarisations))
+    catalog.normalize_hrefs(str(out_dir / "catalog"))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return out_dir / "catalog" / "catalog.json"
+
+
+@dataclass(frozen=True)
+class _SceneWriter:
+    """Items of the cube's months: a COG per asset, of the cube's layer of that name
+    (upper case: "B04", "VV")."""
+
+    out_dir: Path
+    cube: Cube
+    footprint: BaseGeometry
+    transform: rasterio.Affine
+
+    def item(
+        self,
+        scene_id: str,
+        t: int,
+        collection: str,
+        properties: dict[str, Any],
+        assets: dict[str, dict[str, Any]],
+    ) -> pystac.Item:
+        item = pystac.Item(
+            id=scene_id,
+            geometry=mapping(self.footprint),
+            bbox=list(self.footprint.bounds),
+            datetime=self.cube.dates[t],
+            properties=properties,
+            collection=collection,
         )
-    return item
+        for key, fields in assets.items():
+            href = self.out_dir / "cogs" / scene_id / f"{key.upper()}.tif"
+            _write_cog(href, self.cube.dn[key.upper()][t], self.transform)
+            item.add_asset(
+                key,
+                pystac.Asset(
+                    href=str(href), media_type=COG_MEDIA_TYPE, roles=["data"], extra_fields=fields
+                ),
+            )
+        return item
 
 
 def demo_parcels(
