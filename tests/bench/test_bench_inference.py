@@ -19,10 +19,17 @@ import pytest
 import torch
 
 from revisit_cli.stack import StackConfig
+from revisit_common import events_pb2 as pb
 from revisit_common.cards import load_card
+from revisit_common.payload import PayloadStore
+from revisit_inference.handler import handle_observation, handle_observations
+from revisit_inference.served import ServedModel
 from revisit_inference.triton import TritonModel
 from tests.bench.timing import throughput
 from tests.model_inputs import Inputs, real_inputs
+from tests.unit.test_inference_batching import poll  # noqa: F401  (fixtures)
+from tests.unit.test_inference_fusion import season  # noqa: F401
+from tests.unit.test_inference_parcels import NoLcz
 
 pytestmark = pytest.mark.integration
 BATCHES = (1, 16, 64, 256)
@@ -71,3 +78,42 @@ def test_bench_triton_vs_in_process(
     for n, a, b in rows:
         print(f"{n:<8}{a:>12.0f}{b:>10.0f}{b / a:>8.2f}")
         assert a > 0 and b > 0
+
+
+def test_bench_a_poll_grouped_vs_one_by_one(
+    stack: StackConfig,
+    poll: tuple[PayloadStore, list[pb.ObservationBatch]],  # noqa: F811
+) -> None:
+    """The inference handler on a poll of the demo's real passes (34 parcels on 10
+    optical and 12 radar passes, the region's 10 passes), through the real Triton: every
+    event alone (the baseline: a call per event and indicator) against the poll's calls
+    merged per model (`handle_observations`)."""
+    store, events = poll
+    repository = stack.triton_model_repository
+    served = {}
+    for role, name in {
+        "crops": "psetae_s2",
+        "bio": "biophys_prosail",
+        "land": "landcover_tae",
+        "fusion": "psetae_s1s2",
+    }.items():
+        card = load_card(repository / name / "1")
+        model = TritonModel(
+            stack.triton_grpc_url, name, max_batch=card.max_batch_size, concurrency=CLIENTS
+        )
+        served[role] = ServedModel(model, card)
+
+    def one_by_one() -> int:
+        for event in events:
+            handle_observation(event, store, NoLcz(), **served)
+        return len(events)
+
+    def grouped() -> int:
+        handle_observations(events, store, NoLcz(), **served)
+        return len(events)
+
+    alone, together = throughput(one_by_one, 10.0), throughput(grouped, 10.0)
+    print(f"\npoll of {len(events)} observations through Triton: observations/s")
+    print(f"{'one by one':<12}{'grouped':>10}{'ratio':>8}")
+    print(f"{alone:<12.1f}{together:>10.1f}{together / alone:>8.2f}")
+    assert alone > 0 and together > 0

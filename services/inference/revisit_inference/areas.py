@@ -18,6 +18,7 @@ says so instead of guessing.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import date
 
@@ -30,7 +31,7 @@ from revisit_common.indicators import area_fractions
 from revisit_common.payload import PayloadStore
 from revisit_common.series import read_series
 from revisit_inference.drift import feature_reference
-from revisit_inference.served import Predicted, ServedModel
+from revisit_inference.served import Answer, Infer, Predicted, Prediction, ServedModel
 
 VARIABLES = ("lai", "ccc", "fcover")
 #: The values of a biophysical summary, in order: the mean, then the median of each.
@@ -109,14 +110,14 @@ def summarise(values: npt.NDArray[np.float32]) -> list[float]:
 
 def biophysical_variables(
     bio: ServedModel, pixels: npt.NDArray[np.float32], view: pb.ViewGeometry
-) -> tuple[npt.NDArray[np.float32], str]:
+) -> Generator[Infer, Answer, Answer]:
     """LAI, CCC and FCOVER (N, 3) of reflectance pixels (N, C) seen under `view`, and the
     model version that answered."""
     angles = np.tile(
         np.array([[view.sun_zenith, view.view_zenith, relative_azimuth(view)]], np.float32),
         (len(pixels), 1),
     )
-    values, version = bio.model.infer({"reflectance": pixels, "angles": angles}, "variables")
+    values, version = yield Infer(bio, {"reflectance": pixels, "angles": angles}, "variables")
     if values.shape != (len(pixels), len(VARIABLES)):
         raise PoisonError(f"{bio.name} answered {values.shape} for {len(pixels)} px")
     return values, version
@@ -124,7 +125,7 @@ def biophysical_variables(
 
 def predict_biophysics(
     batch: pb.ObservationBatch, store: PayloadStore, bio: ServedModel, out: pb.PredictionBatch
-) -> Predicted | None:
+) -> Prediction:
     """Fill `out` with the summaries of the AOI and of its units (None when there is
     nothing to estimate)."""
     if not has_angles(batch.region, out):
@@ -133,7 +134,7 @@ def predict_biophysics(
     if not len(pixels):
         out.no_valid_observation = True
         return None
-    values, out.model_version = biophysical_variables(bio, pixels, batch.region.view)
+    values, out.model_version = yield from biophysical_variables(bio, pixels, batch.region.view)
     out.value_names.extend([*SUMMARY, "valid_fraction"])
 
     def summary(entity: str, rows: npt.NDArray[np.float32], share: float) -> pb.Prediction:
@@ -201,10 +202,10 @@ def ndvi_series(batch: pb.ObservationBatch, store: PayloadStore) -> PixelSeries:
 
 def predict_land_cover(
     batch: pb.ObservationBatch, store: PayloadStore, lc: ServedModel, out: pb.PredictionBatch
-) -> Predicted:
+) -> Prediction:
     """Fill `out` with the indicator fractions of the AOI and of its units."""
     series = ndvi_series(batch, store)
-    probabilities, out.model_version = lc.model.infer(series.inputs, "probabilities")
+    probabilities, out.model_version = yield Infer(lc, series.inputs, "probabilities")
     if probabilities.shape != (len(series.inputs["ndvi"]), len(lc.classes)):
         raise PoisonError(f"{lc.name} answered {probabilities.shape}")
     out.classes.extend(lc.classes)

@@ -20,14 +20,12 @@ from revisit_inference.parcels import (
     predict_fused_crops,
     predict_parcel_biophysics,
 )
-from revisit_inference.served import Predicted, ServedModel
+from revisit_inference.served import Predicted, Prediction, ServedModel, answer_all
 from revisit_inference.triton import Classifier
 
 PRODUCER = "inference"
 log = logging.getLogger(__name__)
-Predict = Callable[
-    [pb.ObservationBatch, PayloadStore, ServedModel, pb.PredictionBatch], Predicted | None
-]
+Predict = Callable[[pb.ObservationBatch, PayloadStore, ServedModel, pb.PredictionBatch], Prediction]
 
 
 def handle_observation(
@@ -54,9 +52,10 @@ def handle_observations(
     land: ServedModel | None = None,
     fusion: ServedModel | None = None,
 ) -> list[list[Output]]:
-    """The outputs of each batch. The LCZ patches of all the batches go to the model
-    together (one call, cut to its max batch and sent concurrently); parcels and regions
-    one batch at a time (each is already a whole AOI or season)."""
+    """The outputs of each batch. The calls of all the batches to one model go to it
+    together: the LCZ patches in one call, and the parcel and region indicators' inputs
+    merged per model (`answer_all`); each call is cut to the model's max batch and its
+    parts sent concurrently."""
     indicators: dict[str, list[tuple[str, ServedModel | None, Predict]]] = {
         "parcel_pixels": [
             ("crop_type", crops, predict_crops),
@@ -70,6 +69,7 @@ def handle_observations(
     }
     outputs: dict[int, list[Output]] = {}
     patches: list[tuple[int, npt.NDArray[np.float32]]] = []
+    asked: list[tuple[int, ServedModel, pb.PredictionBatch, Prediction | None]] = []
     for i, batch in enumerate(batches):
         if batch.kind == "lcz_patches":
             patches.append((i, _lcz_patches(batch, store)))
@@ -77,9 +77,17 @@ def handle_observations(
             served = [(n, m, p) for n, m, p in indicators.get(batch.kind, []) if m is not None]
             if not served:
                 log.info("inference: no model serves %s observations yet, skipped", batch.kind)
-            outputs[i] = [_indicator(batch, store, n, m, p, drift) for n, m, p in served]
+            outputs[i] = []
+            for indicator, model, predict in served:
+                out = _prediction_batch(batch, indicator, model.name)
+                run = None if batch.no_valid_observation else predict(batch, store, model, out)
+                asked.append((i, model, out, run))
         else:
             raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
+    for (i, model, out, _), predicted in zip(asked, answer_all([a[3] for a in asked]), strict=True):
+        if drift is not None and predicted is not None:
+            _observe_drift(drift, batches[i].aoi.name, model, predicted)
+        outputs[i].append(Output(PREDICTIONS_TOPIC, partition_key(out.aoi, out.tile_id), out))
     if any(len(mine) for _, mine in patches):
         probabilities, version = lcz.predict(np.concatenate([p for _, p in patches]))
     else:  # only passes without a valid cell: no call
@@ -126,27 +134,14 @@ def _lcz_output(
     return Output(PREDICTIONS_TOPIC, partition_key(batch.aoi, batch.tile_id), out)
 
 
-def _indicator(
-    batch: pb.ObservationBatch,
-    store: PayloadStore,
-    indicator: str,
-    served: ServedModel,
-    predict: Predict,
-    drift: DriftMetrics | None,
-) -> Output:
-    """One indicator's batch for this observation; its drift recorded."""
-    out = _prediction_batch(batch, indicator, served.name)
-    if not batch.no_valid_observation:
-        predicted = predict(batch, store, served, out)
-        if drift is not None and predicted is not None:
-            aoi = batch.aoi.name
-            drift.observe_inputs(served.name, aoi, predicted.inputs, predicted.reference)
-            if served.classes:
-                prior = served.statistics.get("class_prior")
-                drift.observe_predictions(
-                    served.name, aoi, predicted.outputs, served.classes, prior
-                )
-    return Output(PREDICTIONS_TOPIC, partition_key(batch.aoi, batch.tile_id), out)
+def _observe_drift(
+    drift: DriftMetrics, aoi: str, served: ServedModel, predicted: Predicted
+) -> None:
+    """This pass's inputs against the training data, and its predicted classes."""
+    drift.observe_inputs(served.name, aoi, predicted.inputs, predicted.reference)
+    if served.classes:
+        prior = served.statistics.get("class_prior")
+        drift.observe_predictions(served.name, aoi, predicted.outputs, served.classes, prior)
 
 
 def _prediction_batch(

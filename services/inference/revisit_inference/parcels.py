@@ -18,6 +18,7 @@ PROSAIL-trained model on each parcel's sampled valid pixels, averaged.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -37,7 +38,7 @@ from revisit_inference.areas import (
     summarise,
 )
 from revisit_inference.drift import Reference, feature_reference, s2_reference
-from revisit_inference.served import Predicted, ServedModel
+from revisit_inference.served import Answer, Infer, Predicted, Prediction, ServedModel
 
 
 @dataclass(frozen=True)
@@ -155,10 +156,10 @@ def season_inputs(
 
 def predict_crops(
     batch: pb.ObservationBatch, store: PayloadStore, crops: ServedModel, out: pb.PredictionBatch
-) -> Predicted:
+) -> Prediction:
     """Fill `out` with the crop type of the parcels this pass observed."""
     season = season_inputs(store, batch.parcels, _acquired(batch))
-    probabilities = _crop_predictions(
+    probabilities = yield from _crop_predictions(
         crops, season.inputs, season.parcel_ids, season.observations, season.season_days, out
     )
     out.season = batch.parcels.season
@@ -179,9 +180,9 @@ def _crop_predictions(
     observations: npt.NDArray[np.int32],
     season_days: npt.NDArray[np.int32],
     out: pb.PredictionBatch,
-) -> npt.NDArray[np.float32]:
+) -> Generator[Infer, Answer, npt.NDArray[np.float32]]:
     """The crop model on the parcels' seasons; one prediction each in `out`."""
-    probabilities, out.model_version = crops.model.infer(inputs, "probabilities")
+    probabilities, out.model_version = yield Infer(crops, inputs, "probabilities")
     if probabilities.shape != (len(parcel_ids), len(crops.classes)):
         raise PoisonError(
             f"{crops.name} answered {probabilities.shape} for "
@@ -207,7 +208,7 @@ def _crop_predictions(
 
 def predict_fused_crops(
     batch: pb.ObservationBatch, store: PayloadStore, fusion: ServedModel, out: pb.PredictionBatch
-) -> Predicted | None:
+) -> Prediction:
     """Fill `out` with the S1+S2 crop type of the parcels this Sentinel-1 pass observed:
     both seasons so far, as the pass's `season_series` names them. A parcel without a
     Sentinel-2 pass yet is left out (a note counts them); each prediction's
@@ -242,7 +243,7 @@ def predict_fused_crops(
     s2_kept = [s for s, k in zip(s2, keep, strict=True) if k]
     inputs = _pixel_set_inputs(s2_kept, geomfeat[keep])
     inputs["s1"], inputs["s1_valid"], inputs["s1_positions"] = _padded(s1_kept)
-    probabilities = _crop_predictions(
+    probabilities = yield from _crop_predictions(
         fusion,
         inputs,
         ids[keep],
@@ -261,7 +262,7 @@ def predict_fused_crops(
 
 def predict_parcel_biophysics(
     batch: pb.ObservationBatch, store: PayloadStore, bio: ServedModel, out: pb.PredictionBatch
-) -> Predicted | None:
+) -> Prediction:
     """Fill `out` with LAI, CCC and FCOVER of each parcel this pass observed: the
     biophysical model on the parcel's sampled valid pixels, their mean and median (None
     when the pass has no sun/view angles: no honest estimate without them)."""
@@ -285,7 +286,7 @@ def predict_parcel_biophysics(
     parcels, channels, size = values.shape
     pixels = (values.astype(np.float32) / observation.value_scale).transpose(0, 2, 1)
     pixels = pixels.reshape(-1, channels)  # (P·S, C)
-    variables, out.model_version = biophysical_variables(bio, pixels, observation.view)
+    variables, out.model_version = yield from biophysical_variables(bio, pixels, observation.view)
     per_parcel = variables.reshape(parcels, size, len(VARIABLES))
     out.season = observation.season
     out.value_names.extend(SUMMARY)
