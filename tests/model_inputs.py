@@ -18,6 +18,16 @@ EOLEARN = REPO_ROOT / "data" / "eo-learn"
 Inputs = dict[str, npt.NDArray[np.float32]]
 
 
+def latest_version(model_home: Path) -> Path:
+    """A model's highest version directory (`<name>/<version>/`), the one Triton serves."""
+    versions = sorted(
+        (p for p in model_home.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    if not versions:
+        raise FileNotFoundError(f"no version of {model_home.name} in {model_home.parent}")
+    return versions[-1]
+
+
 def parcel_inputs(directory: Path, fusion: bool, until_day: float, count: int = 40) -> Inputs:
     """Pixel sets of real parcels, the season cut at `until_day` (the season so far)."""
     data = load_dataset(directory, "sampling_label" if "points" in str(directory) else None)

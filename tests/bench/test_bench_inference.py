@@ -26,7 +26,7 @@ from revisit_inference.handler import handle_observation, handle_observations
 from revisit_inference.served import ServedModel
 from revisit_inference.triton import TritonModel
 from tests.bench.timing import throughput
-from tests.model_inputs import Inputs, real_inputs
+from tests.model_inputs import Inputs, latest_version, real_inputs
 from tests.unit.test_inference_batching import poll  # noqa: F401  (fixtures)
 from tests.unit.test_inference_fusion import season  # noqa: F401
 from tests.unit.test_inference_parcels import NoLcz
@@ -45,7 +45,10 @@ def _rows(inputs: Inputs, n: int) -> Inputs:
 
 @pytest.mark.parametrize(
     "model_dir",
-    sorted(p.parent for p in StackConfig().triton_model_repository.glob("*/1/card.json")),
+    sorted(
+        latest_version(p.parent)
+        for p in StackConfig().triton_model_repository.glob("*/config.pbtxt")
+    ),
     ids=lambda p: p.parent.name,
 )
 def test_bench_triton_vs_in_process(
@@ -97,7 +100,7 @@ def test_bench_a_poll_grouped_vs_one_by_one(
         "land": "landcover_tae",
         "fusion": "psetae_s1s2",
     }.items():
-        card = load_card(repository / name / "1")
+        card = load_card(latest_version(repository / name))
         model = TritonModel(
             stack.triton_grpc_url, name, max_batch=card.max_batch_size, concurrency=CLIENTS
         )

@@ -24,7 +24,7 @@ from revisit_inference.drift import (
 )
 from revisit_models.pixelset_data import load_dataset
 
-CARD = REPO_ROOT / "data" / "models" / "psetae_cropland_s1s2" / "1" / "card.json"
+CARD = REPO_ROOT / "data" / "models" / "psetae_cropland_s1s2" / "2" / "card.json"
 RULES = REPO_ROOT / "infra" / "prometheus" / "rules" / "drift.yml"
 METRIC = "revisit_inference_input_shift_max_sigma"
 

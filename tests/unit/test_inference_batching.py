@@ -18,7 +18,7 @@ from revisit_inference.handler import handle_observation, handle_observations
 from revisit_inference.served import Infer, ServedModel, answer_all, merged
 from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LczGrid
-from tests.model_inputs import Inputs, LocalModel
+from tests.model_inputs import Inputs, LocalModel, latest_version
 from tests.unit.test_inference_fusion import Season, season  # noqa: F401  (a fixture)
 from tests.unit.test_inference_parcels import NoLcz
 
@@ -46,7 +46,7 @@ def models() -> dict[str, ServedModel]:
     }
     out = {}
     for role, name in names.items():
-        model = Counting(MODELS / name / "1")
+        model = Counting(latest_version(MODELS / name))
         out[role] = ServedModel(model, model.card)
     return out
 

@@ -28,7 +28,7 @@ from revisit_store.handler import rows_for
 from tests.model_inputs import LocalModel
 from tests.unit.test_inference_parcels import NoLcz
 
-FUSION = REPO_ROOT / "data" / "models" / "psetae_s1s2" / "1"
+FUSION = REPO_ROOT / "data" / "models" / "psetae_s1s2" / "2"
 SEASON_START = date(2020, 11, 1)
 AOI = "hesbaye-parcels"
 
@@ -100,7 +100,7 @@ def test_each_radar_pass_predicts_from_both_seasons_so_far(season: Season) -> No
         assert (batch.indicator, batch.model_name, batch.model_version) == (
             "crop_type_s1s2",
             "psetae_s1s2",
-            "1",
+            "2",
         )
         day = _day(event)
         optical = _history(store, season.optical, day, 10000.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,12 @@ from revisit_cli.models import BACKEND, TRAINED
 from revisit_cli.stack import StackConfig
 from revisit_common.cards import ModelCard, TensorSpec, load_card
 from revisit_models.artefact import save_model
-from revisit_models.repository import config_pbtxt, install_model, trained_models
+from revisit_models.repository import (
+    build_repository,
+    config_pbtxt,
+    install_model,
+    trained_models,
+)
 
 
 class _Mean(nn.Module):
@@ -65,6 +71,21 @@ def test_versions_are_directories(tmp_path: Path) -> None:
     # a second build writes nothing: nothing changed
     again = [install_model(d, repository, BACKEND) for d in trained_models(trained)]
     assert all(not b.written for b in again)
+
+
+def test_a_version_withdrawn_from_the_trained_models_leaves_the_repository(
+    tmp_path: Path,
+) -> None:
+    trained, repository = tmp_path / "trained", tmp_path / "repository"
+    for version in ("1", "2"):
+        save_model(trained / "toy_series" / version, _Mean(), _card(version))
+    build_repository(repository, [trained], BACKEND)
+    shutil.rmtree(trained / "toy_series" / "1")  # withdrawn: version 2 replaces it
+    built = build_repository(repository, [trained], BACKEND)
+    assert sorted(p.name for p in (repository / "toy_series").iterdir()) == ["2", "config.pbtxt"]
+    assert ("toy_series", "1") in [(b.name, b.version) for b in built if b.written]
+    config = (repository / "toy_series" / "config.pbtxt").read_text()
+    assert "version_policy: { latest: { num_versions: 1 } }" in config
 
 
 def test_a_card_in_the_wrong_version_directory_is_refused(tmp_path: Path) -> None:

@@ -86,6 +86,37 @@ def test_fusion_without_sentinel1_is_the_optical_branch_alone() -> None:
     assert not torch.allclose(scripted(*inputs, other, valid, positions)[0], out[0])
 
 
+def test_a_feature_constant_in_training_is_held_at_its_training_value() -> None:
+    """psetae_s1s2 was trained on one-pixel samples: their S1 spread is always 0. The
+    committed model ignores a real parcel's spread; the drift monitor gives it no shift."""
+    from revisit_inference.drift import Reference, shift_sigma
+    from tests.model_inputs import LocalModel
+
+    model = LocalModel(REPO_ROOT / "data" / "models" / "psetae_s1s2" / "2")
+    stats = model.card.input_statistics["s1"]
+    constant = [i for i, s in enumerate(stats["std"]) if s == 0]
+    assert [stats["features"][i] for i in constant] == ["VV_db_std", "VH_db_std"]
+    rng = np.random.default_rng(3)
+    inputs = {
+        "pixels": rng.uniform(0.0, 0.4, (4, 3, 10, 8)).astype(np.float32),
+        "pixel_mask": np.ones((4, 3, 8), np.float32),
+        "positions": np.tile(np.array([30.0, 90.0, 150.0], np.float32), (4, 1)),
+        "geomfeat": np.zeros((4, 4), np.float32),
+        "s1": np.tile(np.array([-11.0, -18.0, 0.0, 0.0, -7.0], np.float32), (4, 3, 1)),
+        "s1_valid": np.ones((4, 3), np.float32),
+        "s1_positions": np.tile(np.array([30.0, 90.0, 150.0], np.float32), (4, 1)),
+    }
+    trained, _ = model.infer(inputs, "probabilities")
+    spread = {**inputs, "s1": inputs["s1"].copy()}
+    spread["s1"][:, :, constant] = 1.5  # a real parcel's spread of its pixels, in dB
+    assert np.array_equal(model.infer(spread, "probabilities")[0], trained)
+    moved = {**inputs, "s1": inputs["s1"] + np.float32(3.0) * np.eye(5, dtype=np.float32)[0]}
+    assert not np.allclose(model.infer(moved, "probabilities")[0], trained)  # VV still counts
+    reference = Reference.of(stats["features"], stats["mean"], stats["std"])
+    shift = shift_sigma(spread["s1"].reshape(-1, 5), reference)
+    assert shift[constant].tolist() == [0.0, 0.0] and abs(shift[0]) < 1
+
+
 def test_extractions_keep_the_parquet_values(worldcereal_datasets: Path) -> None:
     import pyarrow.parquet as pq
 

@@ -224,8 +224,8 @@ def indicator_tables(database_url: str) -> str:
         "Local Climate Zones (cells of 320 m, lcz_cell / lcz_latest):\n"
         f"{lcz}\n\n"
         "Crop type of the parcels from their season so far (parcel_prediction / "
-        "parcel_latest): psetae_s2 on each Sentinel-2 pass, psetae_s1s2 on each Sentinel-1\n"
-        "pass from both seasons (passes counts those of both sensors):\n"
+        "parcel_latest):\npsetae_s2 on each Sentinel-2 pass; psetae_s1s2 on each Sentinel-1 "
+        "pass, from both seasons\n(its passes count those of both sensors):\n"
         f"{crop}\n\n"
         "LAI, CCC and FCOVER per parcel, averaged over the parcels (parcel_biophys):\n"
         f"{per_parcel}\n\n"
@@ -237,7 +237,7 @@ def indicator_tables(database_url: str) -> str:
         "land-cover models were trained elsewhere (WorldCereal extractions, the eo-learn\n"
         "patch in Slovenia) and this patch is out of their domain; the drift metrics of\n"
         "the inference service say so (revisit_inference_input_shift_max_sigma,\n"
-        "revisit_inference_class_psi_ratio). Model cards: data/models/*/1/card.md."
+        "revisit_inference_class_psi_ratio). Model cards: data/models/*/*/card.md."
     )
 
 

@@ -32,6 +32,11 @@ RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 PSI_EPSILON = 1e-4
 
 
+#: A training std at or below this: the feature was constant in training (the same
+#: threshold as the models' normalisers, which hold such a feature at its training value).
+CONSTANT_STD = 1e-6
+
+
 @dataclass(frozen=True)
 class Reference:
     """Training mean and std of named features."""
@@ -71,13 +76,18 @@ def s2_reference(statistics: Mapping[str, Any], day_of_season: float | None) -> 
 def shift_sigma(
     values: npt.NDArray[np.floating[Any]], reference: Reference
 ) -> npt.NDArray[np.float64]:
-    """(batch mean − training mean) / training std per feature; values are (N, F)."""
+    """(batch mean − training mean) / training std per feature; values are (N, F). A
+    feature constant in training (std 0) has no scale to shift by, and the models hold
+    it at its training value (`revisit_models.psetae.CONSTANT_STD`): it gives 0."""
     v = np.asarray(values, np.float64)
     if v.ndim != 2 or v.shape[1] != len(reference.features):
         raise ValueError(f"values {v.shape} do not match {len(reference.features)} features")
     if not len(v):
         return np.zeros(len(reference.features))
-    shift: npt.NDArray[np.float64] = (v.mean(0) - reference.mean) / np.maximum(reference.std, 1e-9)
+    varies = reference.std > CONSTANT_STD
+    shift: npt.NDArray[np.float64] = np.where(
+        varies, (v.mean(0) - reference.mean) / np.where(varies, reference.std, 1.0), 0.0
+    )
     return shift
 
 

@@ -47,21 +47,31 @@ def _mlp(sizes: list[int], final_relu: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+#: A feature whose training std is below this was constant in training.
+CONSTANT_STD = 1e-6
+
+
 class _Normaliser(nn.Module):
-    """(x - mean) / std with the training data's statistics (frozen parameters)."""
+    """(x - mean) / std with the training data's statistics (frozen parameters). A
+    feature that was constant in training (one-pixel samples have no spread, blocks of
+    one size no varying geometry) is held at its training value, 0 once normalised: the
+    model never learnt what other values mean, and dividing by a zero std would turn an
+    ordinary value elsewhere (a parcel's 1.5 dB spread) into millions."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.mean = nn.Parameter(torch.zeros(size), requires_grad=False)
         self.std = nn.Parameter(torch.ones(size), requires_grad=False)
+        self.varies = nn.Parameter(torch.ones(size), requires_grad=False)
 
     def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         with torch.no_grad():
             self.mean.copy_(mean)
-            self.std.copy_(std.clamp(min=1e-6))
+            self.std.copy_(std.clamp(min=CONSTANT_STD))
+            self.varies.copy_((std > CONSTANT_STD).to(self.varies.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return (x - self.mean) / self.std * self.varies
 
 
 class PixelSetEncoder(nn.Module):

@@ -132,9 +132,18 @@ def build_repository(
     instance_kind: str = "cpu",
     force: bool = False,
 ) -> list[Built]:
-    """Install every trained model found under `roots` (`<root>/<name>/<version>/`)."""
-    return [
+    """Install every trained model found under `roots` (`<root>/<name>/<version>/`), and
+    remove the versions of those models that the roots no longer have (a version
+    replaced by a retrained one must not be served again)."""
+    built = [
         install_model(model_dir, repository, backend, instance_kind, force)
         for root in roots
         for model_dir in trained_models(root)
     ]
+    kept = {(b.name, b.version) for b in built}
+    for name in sorted({b.name for b in built}):
+        for version_dir in sorted((repository / name).iterdir()):
+            if version_dir.is_dir() and (name, version_dir.name) not in kept:
+                shutil.rmtree(version_dir)
+                built.append(Built(name, version_dir.name, [version_dir]))
+    return built
