@@ -14,6 +14,7 @@ from revisit_cli.stack import REPO_ROOT
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
 from revisit_common.payload import PayloadStore
+from revisit_common.runtime import Output
 from revisit_inference.handler import handle_observation, handle_observations
 from revisit_inference.served import Infer, ServedModel, answer_all, merged
 from revisit_preprocess.handler import handle_scene
@@ -51,6 +52,31 @@ def models() -> dict[str, ServedModel]:
     return out
 
 
+def same_outputs(mine: list[list[Output]], theirs: list[list[Output]]) -> int:
+    """Assert that two handlings of the same events gave the same batches (headers
+    aside: ids and times); returns the predictions compared."""
+    compared = 0
+    for ours, others in zip(mine, theirs, strict=True):
+        assert [o.key for o in ours] == [o.key for o in others]
+        for a, b in zip([o.event for o in ours], [o.event for o in others], strict=True):
+            assert isinstance(a, pb.PredictionBatch) and isinstance(b, pb.PredictionBatch)
+            assert (a.indicator, a.model_name, a.model_version, list(a.notes)) == (
+                b.indicator,
+                b.model_name,
+                b.model_version,
+                list(b.notes),
+            )
+            assert [(p.entity_id, p.class_code, p.observations) for p in a.predictions] == [
+                (p.entity_id, p.class_code, p.observations) for p in b.predictions
+            ]
+            for p, q in zip(a.predictions, b.predictions, strict=True):
+                # dates padded to the poll's longest season: masked, so the same answer
+                np.testing.assert_allclose(p.probabilities, q.probabilities, atol=1e-5)
+                np.testing.assert_allclose(p.values, q.values, rtol=1e-5, atol=1e-6)
+                compared += 1
+    return compared
+
+
 @pytest.fixture(scope="module")
 def poll(
     season: Season,  # noqa: F811
@@ -81,26 +107,21 @@ def test_a_poll_makes_one_call_per_model_and_the_answers_of_one_by_one(
     for role, served in together.items():
         sizes = served.model.sizes  # type: ignore[attr-defined]
         assert sizes == [sum(alone[role].model.sizes)], role  # type: ignore[attr-defined]
-    compared = 0
-    for mine, theirs in zip(grouped, one_by_one, strict=True):
-        assert [o.key for o in mine] == [o.key for o in theirs]
-        for a, b in zip([o.event for o in mine], [o.event for o in theirs], strict=True):
-            assert isinstance(a, pb.PredictionBatch) and isinstance(b, pb.PredictionBatch)
-            assert (a.indicator, a.model_name, a.model_version, list(a.notes)) == (
-                b.indicator,
-                b.model_name,
-                b.model_version,
-                list(b.notes),
-            )
-            assert [(p.entity_id, p.class_code, p.observations) for p in a.predictions] == [
-                (p.entity_id, p.class_code, p.observations) for p in b.predictions
-            ]
-            for p, q in zip(a.predictions, b.predictions, strict=True):
-                # dates padded to the poll's longest season: masked, so the same answer
-                np.testing.assert_allclose(p.probabilities, q.probabilities, atol=1e-5)
-                np.testing.assert_allclose(p.values, q.values, rtol=1e-5, atol=1e-6)
-                compared += 1
-    assert compared > 1000
+    assert same_outputs(grouped, one_by_one) > 1000
+
+
+def test_a_byte_budget_answers_the_poll_in_rounds(
+    poll: tuple[PayloadStore, list[pb.ObservationBatch]],
+) -> None:
+    """With a budget smaller than any event's inputs, each call is answered as soon as
+    it is asked: the calls (and the memory) of one by one, the same outputs."""
+    store, events = poll
+    rounds, together = models(), models()
+    tight = handle_observations(events, store, NoLcz(), **rounds, merge_bytes=1)
+    grouped = handle_observations(events, store, NoLcz(), **together)
+    calls = {role: len(m.model.sizes) for role, m in rounds.items()}  # type: ignore[attr-defined]
+    assert calls == {"crops": 10, "bio": 20, "land": 10, "fusion": 12}
+    assert same_outputs(tight, grouped) > 1000
 
 
 def test_inputs_of_different_lengths_are_padded_and_split_back() -> None:

@@ -20,7 +20,13 @@ from revisit_inference.parcels import (
     predict_fused_crops,
     predict_parcel_biophysics,
 )
-from revisit_inference.served import Predicted, Prediction, ServedModel, answer_all
+from revisit_inference.served import (
+    MERGE_BYTES,
+    Predicted,
+    Prediction,
+    ServedModel,
+    answer_all,
+)
 from revisit_inference.triton import Classifier
 
 PRODUCER = "inference"
@@ -51,11 +57,12 @@ def handle_observations(
     bio: ServedModel | None = None,
     land: ServedModel | None = None,
     fusion: ServedModel | None = None,
+    merge_bytes: int = MERGE_BYTES,
 ) -> list[list[Output]]:
     """The outputs of each batch. The calls of all the batches to one model go to it
     together: the LCZ patches in one call, and the parcel and region indicators' inputs
-    merged per model (`answer_all`); each call is cut to the model's max batch and its
-    parts sent concurrently."""
+    merged per model (`answer_all`, in rounds of at most `merge_bytes` of inputs); each
+    call is cut to the model's max batch and its parts sent concurrently."""
     indicators: dict[str, list[tuple[str, ServedModel | None, Predict]]] = {
         "parcel_pixels": [
             ("crop_type", crops, predict_crops),
@@ -84,7 +91,9 @@ def handle_observations(
                 asked.append((i, model, out, run))
         else:
             raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
-    for (i, model, out, _), predicted in zip(asked, answer_all([a[3] for a in asked]), strict=True):
+    for (i, model, out, _), predicted in zip(
+        asked, answer_all([a[3] for a in asked], merge_bytes), strict=True
+    ):
         if drift is not None and predicted is not None:
             _observe_drift(drift, batches[i].aoi.name, model, predicted)
         outputs[i].append(Output(PREDICTIONS_TOPIC, partition_key(out.aoi, out.tile_id), out))

@@ -12,7 +12,7 @@ from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation, handle_observations
-from revisit_inference.served import ServedModel
+from revisit_inference.served import MERGE_BYTES, ServedModel
 from revisit_inference.triton import TritonClassifier, TritonModel
 
 
@@ -33,6 +33,8 @@ class InferenceSettings(ServiceSettings):
       "region" AOIs (empty model: not predicted).
     - ``REVISIT_LANDCOVER_MODEL`` / ``REVISIT_LANDCOVER_MODEL_VERSION``: land-cover
       fractions of "region" AOIs (empty model: not predicted).
+    - ``REVISIT_INFERENCE_MERGE_BYTES``: the calls of a poll's events to one model are
+      merged; their inputs are answered whenever they reach this size [256 MiB].
     - ``REVISIT_MODEL_REPOSITORY``: the model repository built by `revisit models build`
       (the service reads each model's card there: classes, training statistics).
     """
@@ -50,6 +52,7 @@ class InferenceSettings(ServiceSettings):
     biophys_model_version: str = ""
     landcover_model: str = "landcover_tae"
     landcover_model_version: str = ""
+    inference_merge_bytes: int = MERGE_BYTES
     model_repository: Path = Path(__file__).resolve().parents[3] / "infra" / "triton" / "models"
 
 
@@ -111,7 +114,7 @@ def main() -> None:
             ),
             # the LCZ patches of a poll's batches (up to REVISIT_MAX_POLL_RECORDS) together
             process_many=lambda batches: handle_observations(
-                batches, store, lcz, crops, drift, bio, land, fusion
+                batches, store, lcz, crops, drift, bio, land, fusion, settings.inference_merge_bytes
             ),
         )
     )

@@ -102,11 +102,20 @@ def merged(requests: list[Infer]) -> dict[str, npt.NDArray[np.float32]]:
     return out
 
 
-def answer_all(predictions: list[Prediction | None]) -> list[Predicted | None]:
-    """Run the predictors together: at each step, the calls they wait on are grouped by
-    model and output and sent as one (the model cuts it to its max batch and keeps
-    several parts in flight); each predictor gets its own rows back. A predictor's error
-    (poison) ends the whole group: the runtime then handles its events one by one."""
+#: Inputs of pending calls answered at once, at most (bytes): a poll of large AOIs is
+#: answered in several rounds instead of holding every event's inputs in memory.
+MERGE_BYTES = 256 << 20
+
+
+def answer_all(
+    predictions: list[Prediction | None], merge_bytes: int = MERGE_BYTES
+) -> list[Predicted | None]:
+    """Run the predictors together: the calls they wait on are grouped by model and
+    output and sent as one (the model cuts it to its max batch and keeps several parts
+    in flight); each predictor gets its own rows back. Predictors are started one after
+    the other, and the pending calls are answered whenever their inputs reach
+    `merge_bytes` (a single larger call is answered alone). A predictor's error (poison)
+    ends the whole group: the runtime then handles its events one by one."""
     results: list[Predicted | None] = [None] * len(predictions)
     waiting: dict[int, Infer] = {}
 
@@ -119,24 +128,33 @@ def answer_all(predictions: list[Prediction | None]) -> list[Predicted | None]:
             waiting.pop(i, None)
             results[i] = done.value
 
+    def drain() -> None:
+        while waiting:
+            groups: dict[tuple[int, str], list[int]] = {}
+            for i, request in waiting.items():
+                groups.setdefault((id(request.served.model), request.output), []).append(i)
+            for members in groups.values():
+                requests = [waiting[i] for i in members]
+                first = requests[0]
+                inputs = first.inputs if len(requests) == 1 else merged(requests)
+                values, version = first.served.model.infer(inputs, first.output)
+                total = sum(r.rows for r in requests)
+                if len(values) != total:
+                    raise PoisonError(
+                        f"{first.served.name} answered {len(values)} rows for {total}"
+                    )
+                start = 0
+                for i, request in zip(members, requests, strict=True):
+                    rows = values[start : start + request.rows]
+                    start += request.rows
+                    advance(i, (rows, version))
+
     for i, generator in enumerate(predictions):
-        if generator is not None:
-            advance(i, None)
-    while waiting:
-        groups: dict[tuple[int, str], list[int]] = {}
-        for i, request in waiting.items():
-            groups.setdefault((id(request.served.model), request.output), []).append(i)
-        for members in groups.values():
-            requests = [waiting[i] for i in members]
-            first = requests[0]
-            inputs = first.inputs if len(requests) == 1 else merged(requests)
-            values, version = first.served.model.infer(inputs, first.output)
-            total = sum(r.rows for r in requests)
-            if len(values) != total:
-                raise PoisonError(f"{first.served.name} answered {len(values)} rows for {total}")
-            start = 0
-            for i, request in zip(members, requests, strict=True):
-                rows = values[start : start + request.rows]
-                start += request.rows
-                advance(i, (rows, version))
+        if generator is None:
+            continue
+        advance(i, None)
+        pending = sum(a.nbytes for r in waiting.values() for a in r.inputs.values())
+        if pending >= merge_bytes:
+            drain()
+    drain()
     return results
