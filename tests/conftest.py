@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,11 +23,16 @@ from sqlalchemy import Engine, create_engine, text
 from revisit_catalog.handler import discover
 from revisit_catalog.registry import load_subscriptions
 from revisit_catalog.sources import StaticSource
-from revisit_cli.demo_data import build_catalog
+from revisit_cli.demo_data import build_catalog, demo_parcels
 from revisit_cli.models import build_models
 from revisit_cli.stack import REPO_ROOT, StackConfig, down, free_ports, up
 from revisit_common import events_pb2 as pb
 from revisit_common.db.migrate import upgrade
+from revisit_common.events import SENTINEL1
+from revisit_common.payload import PayloadStore
+from revisit_preprocess.handler import handle_scene
+from revisit_preprocess.lcz import LczGrid
+from revisit_preprocess.pixelsets import Parcel, PixelSetConfig
 from tests.eolearn_scenes import EoLearnPatch, load_patch, write_scenes
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -85,6 +91,50 @@ def region_scenes(
 ) -> list[pb.SceneDiscovered]:
     """The scene events of the demo's region AOI (`hesbaye-region`, season from 1 Nov)."""
     return demo_aoi_scenes["hesbaye-region"]
+
+
+@dataclass(frozen=True)
+class Season:
+    """A parcels AOI's season through the real preprocess handler, in one payload store."""
+
+    store: PayloadStore
+    optical: list[pb.ObservationBatch]  # in publication order
+    radar: list[pb.ObservationBatch]
+
+
+@pytest.fixture(scope="session")
+def demo_parcel_season(
+    demo_aoi_scenes: dict[str, list[pb.SceneDiscovered]], tmp_path_factory: pytest.TempPathFactory
+) -> Season:
+    """The demo parcels AOI's 24 passes through the real preprocess handler (16 pixels a
+    set): the Sentinel-2 passes, then the Sentinel-1 ones, as the catalog publishes them
+    (one collection after the other; a parcels AOI's passes share one partition)."""
+    store = PayloadStore(tmp_path_factory.mktemp("payloads"))
+    parcels = [Parcel(i + 1, r.geometry) for i, r in enumerate(demo_parcels())]
+    scenes = sorted(demo_aoi_scenes["hesbaye-parcels"], key=lambda s: s.sensor == SENTINEL1)
+    optical, radar = [], []
+    for scene in scenes:
+        (out,) = handle_scene(
+            scene, store, LczGrid(), lambda aoi, fp: parcels, PixelSetConfig(pixels=16)
+        )
+        assert out.key == b"aoi:hesbaye-parcels"  # both sensors on one partition
+        assert isinstance(out.event, pb.ObservationBatch)
+        (radar if scene.sensor == SENTINEL1 else optical).append(out.event)
+    return Season(store, optical, radar)
+
+
+@pytest.fixture(scope="session")
+def demo_poll(
+    demo_parcel_season: Season, region_scenes: list[pb.SceneDiscovered]
+) -> tuple[PayloadStore, list[pb.ObservationBatch]]:
+    """A poll's worth of observations: the parcels AOI's 24 passes and the region's 12,
+    all in one payload store."""
+    events = [*demo_parcel_season.optical, *demo_parcel_season.radar]
+    for scene in region_scenes:
+        (out,) = handle_scene(scene, demo_parcel_season.store, LczGrid())
+        assert isinstance(out.event, pb.ObservationBatch)
+        events.append(out.event)
+    return demo_parcel_season.store, events
 
 
 @pytest.fixture(scope="session")

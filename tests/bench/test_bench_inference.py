@@ -27,8 +27,6 @@ from revisit_inference.served import ServedModel
 from revisit_inference.triton import TritonModel
 from tests.bench.timing import throughput
 from tests.model_inputs import Inputs, latest_version, real_inputs
-from tests.unit.test_inference_batching import poll  # noqa: F401  (fixtures)
-from tests.unit.test_inference_fusion import season  # noqa: F401
 from tests.unit.test_inference_parcels import NoLcz
 
 pytestmark = pytest.mark.integration
@@ -85,13 +83,13 @@ def test_bench_triton_vs_in_process(
 
 def test_bench_a_poll_grouped_vs_one_by_one(
     stack: StackConfig,
-    poll: tuple[PayloadStore, list[pb.ObservationBatch]],  # noqa: F811
+    demo_poll: tuple[PayloadStore, list[pb.ObservationBatch]],
 ) -> None:
     """The inference handler on a poll of the demo's real passes (34 parcels on 10
     optical and 12 radar passes, the region's 10 passes), through the real Triton: every
     event alone (the baseline: a call per event and indicator) against the poll's calls
     merged per model (`handle_observations`)."""
-    store, events = poll
+    store, events = demo_poll
     repository = stack.triton_model_repository
     served = {}
     for role, name in {

@@ -17,10 +17,7 @@ from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
 from revisit_inference.handler import handle_observation, handle_observations
 from revisit_inference.served import Infer, ServedModel, answer_all, merged
-from revisit_preprocess.handler import handle_scene
-from revisit_preprocess.lcz import LczGrid
 from tests.model_inputs import Inputs, LocalModel, latest_version
-from tests.unit.test_inference_fusion import Season, season  # noqa: F401  (a fixture)
 from tests.unit.test_inference_parcels import NoLcz
 
 MODELS = REPO_ROOT / "data" / "models"
@@ -77,25 +74,10 @@ def same_outputs(mine: list[list[Output]], theirs: list[list[Output]]) -> int:
     return compared
 
 
-@pytest.fixture(scope="module")
-def poll(
-    season: Season,  # noqa: F811
-    region_scenes: list[pb.SceneDiscovered],
-) -> tuple[PayloadStore, list[pb.ObservationBatch]]:
-    """A poll's worth of observations: the parcels AOI's 24 passes and the region's 12,
-    all in one payload store."""
-    events = [*season.optical, *season.radar]
-    for scene in region_scenes:
-        (out,) = handle_scene(scene, season.store, LczGrid())
-        assert isinstance(out.event, pb.ObservationBatch)
-        events.append(out.event)
-    return season.store, events
-
-
 def test_a_poll_makes_one_call_per_model_and_the_answers_of_one_by_one(
-    poll: tuple[PayloadStore, list[pb.ObservationBatch]],
+    demo_poll: tuple[PayloadStore, list[pb.ObservationBatch]],
 ) -> None:
-    store, events = poll
+    store, events = demo_poll
     alone, together = models(), models()
     one_by_one = [handle_observation(e, store, NoLcz(), **alone) for e in events]
     grouped = handle_observations(events, store, NoLcz(), **together)
@@ -111,11 +93,11 @@ def test_a_poll_makes_one_call_per_model_and_the_answers_of_one_by_one(
 
 
 def test_a_byte_budget_answers_the_poll_in_rounds(
-    poll: tuple[PayloadStore, list[pb.ObservationBatch]],
+    demo_poll: tuple[PayloadStore, list[pb.ObservationBatch]],
 ) -> None:
     """With a budget smaller than any event's inputs, each call is answered as soon as
     it is asked: the calls (and the memory) of one by one, the same outputs."""
-    store, events = poll
+    store, events = demo_poll
     rounds, together = models(), models()
     tight = handle_observations(events, store, NoLcz(), **rounds, merge_bytes=1)
     grouped = handle_observations(events, store, NoLcz(), **together)

@@ -5,60 +5,27 @@ committed `psetae_s1s2` (in process)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import numpy.typing as npt
-import pytest
 from prometheus_client import CollectorRegistry
 
-from revisit_cli.demo_data import demo_parcels
 from revisit_cli.stack import REPO_ROOT
 from revisit_common import events_pb2 as pb
-from revisit_common.events import SENTINEL1, partition_key
+from revisit_common.events import partition_key
 from revisit_common.payload import PayloadStore
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
 from revisit_inference.served import ServedModel
-from revisit_preprocess.handler import handle_scene
-from revisit_preprocess.lcz import LczGrid
-from revisit_preprocess.pixelsets import Parcel, PixelSetConfig
 from revisit_store.handler import rows_for
+from tests.conftest import Season
 from tests.model_inputs import LocalModel
 from tests.unit.test_inference_parcels import NoLcz
 
 FUSION = REPO_ROOT / "data" / "models" / "psetae_s1s2" / "2"
 SEASON_START = date(2020, 11, 1)
 AOI = "hesbaye-parcels"
-
-
-@dataclass(frozen=True)
-class Season:
-    store: PayloadStore
-    optical: list[pb.ObservationBatch]  # in publication order
-    radar: list[pb.ObservationBatch]
-
-
-@pytest.fixture(scope="module")
-def season(
-    demo_aoi_scenes: dict[str, list[pb.SceneDiscovered]], tmp_path_factory: pytest.TempPathFactory
-) -> Season:
-    """The parcels AOI's 24 passes through the real preprocess handler: the Sentinel-2
-    passes, then the Sentinel-1 ones (the catalog searches one collection after the
-    other, and a parcels AOI's passes share one partition)."""
-    store = PayloadStore(tmp_path_factory.mktemp("payloads"))
-    parcels = [Parcel(i + 1, r.geometry) for i, r in enumerate(demo_parcels())]
-    scenes = sorted(demo_aoi_scenes[AOI], key=lambda s: s.sensor == SENTINEL1)
-    optical, radar = [], []
-    for scene in scenes:
-        (out,) = handle_scene(
-            scene, store, LczGrid(), lambda aoi, fp: parcels, PixelSetConfig(pixels=16)
-        )
-        assert out.key == f"aoi:{AOI}".encode()  # both sensors on one partition
-        assert isinstance(out.event, pb.ObservationBatch)
-        (radar if scene.sensor == SENTINEL1 else optical).append(out.event)
-    return Season(store, optical, radar)
 
 
 def _fusion() -> ServedModel:
@@ -87,13 +54,15 @@ def _history(
     return history
 
 
-def test_each_radar_pass_predicts_from_both_seasons_so_far(season: Season) -> None:
-    store, fusion = season.store, _fusion()
+def test_each_radar_pass_predicts_from_both_seasons_so_far(demo_parcel_season: Season) -> None:
+    store, fusion = demo_parcel_season.store, _fusion()
     drift = DriftMetrics(CollectorRegistry())
-    assert len(season.radar) == 12 and not any(e.no_valid_observation for e in season.radar)
+    assert len(demo_parcel_season.radar) == 12 and not any(
+        e.no_valid_observation for e in demo_parcel_season.radar
+    )
     features = list(fusion.statistics["s1"]["features"])
-    assert all(list(e.parcels.channels) == features for e in season.radar)
-    for event in season.radar:
+    assert all(list(e.parcels.channels) == features for e in demo_parcel_season.radar)
+    for event in demo_parcel_season.radar:
         (out,) = handle_observation(event, store, NoLcz(), drift=drift, fusion=fusion)
         batch = out.event
         assert isinstance(batch, pb.PredictionBatch) and out.key == f"aoi:{AOI}".encode()
@@ -103,8 +72,8 @@ def test_each_radar_pass_predicts_from_both_seasons_so_far(season: Season) -> No
             "2",
         )
         day = _day(event)
-        optical = _history(store, season.optical, day, 10000.0)
-        radar = _history(store, season.radar, day, 1.0)
+        optical = _history(store, demo_parcel_season.optical, day, 10000.0)
+        radar = _history(store, demo_parcel_season.radar, day, 1.0)
         observed = [int(i) for i in store.get_array(event.parcels.parcel_ids)]
         # every parcel this radar pass observed has an optical pass (November is valid)
         assert [p.entity_id for p in batch.predictions] == [str(i) for i in observed]
@@ -133,10 +102,10 @@ def test_each_radar_pass_predicts_from_both_seasons_so_far(season: Season) -> No
     assert np.isfinite(shift) and shift > 0
 
 
-def test_a_replayed_radar_pass_reads_the_passes_it_read_first(season: Season) -> None:
+def test_a_replayed_radar_pass_reads_the_passes_it_read_first(demo_parcel_season: Season) -> None:
     """Later passes of both sensors are in the series when November is handled again:
     its snapshot still names only November's."""
-    store, first = season.store, season.radar[0]
+    store, first = demo_parcel_season.store, demo_parcel_season.radar[0]
     assert {len(s.acquisition_keys) for s in first.parcels.season_series} == {1}
     (out,) = handle_observation(first, store, NoLcz(), fusion=_fusion())
     assert isinstance(out.event, pb.PredictionBatch)
@@ -144,16 +113,18 @@ def test_a_replayed_radar_pass_reads_the_passes_it_read_first(season: Season) ->
 
 
 def test_a_radar_pass_before_any_optical_pass_predicts_nothing_and_says_so(
-    season: Season,
+    demo_parcel_season: Season,
 ) -> None:
     early = pb.ObservationBatch()
-    early.CopyFrom(season.radar[0])
+    early.CopyFrom(demo_parcel_season.radar[0])
     del early.parcels.season_series[:]
     early.parcels.season_series.extend(
-        s for s in season.radar[0].parcels.season_series if s.series_key.startswith("parcel_s1/")
+        s
+        for s in demo_parcel_season.radar[0].parcels.season_series
+        if s.series_key.startswith("parcel_s1/")
     )
     fusion = _fusion()
-    (out,) = handle_observation(early, season.store, NoLcz(), fusion=fusion)
+    (out,) = handle_observation(early, demo_parcel_season.store, NoLcz(), fusion=fusion)
     assert isinstance(out.event, pb.PredictionBatch)
     assert out.event.no_valid_observation and not out.event.predictions
     assert "have no Sentinel-2 pass in the season yet" in out.event.notes[-1]
@@ -161,12 +132,12 @@ def test_a_radar_pass_before_any_optical_pass_predicts_nothing_and_says_so(
     assert rows_for(out.event).outcome.status == "no_valid_observation"
 
 
-def test_a_vv_only_pass_is_not_given_to_the_vv_vh_model(season: Season) -> None:
+def test_a_vv_only_pass_is_not_given_to_the_vv_vh_model(demo_parcel_season: Season) -> None:
     vv_only = pb.ObservationBatch()
-    vv_only.CopyFrom(season.radar[0])
+    vv_only.CopyFrom(demo_parcel_season.radar[0])
     del vv_only.parcels.channels[:]
     vv_only.parcels.channels.extend(["VV_db_mean", "VV_db_std"])
-    (out,) = handle_observation(vv_only, season.store, NoLcz(), fusion=_fusion())
+    (out,) = handle_observation(vv_only, demo_parcel_season.store, NoLcz(), fusion=_fusion())
     assert isinstance(out.event, pb.PredictionBatch) and out.event.no_valid_observation
     assert "psetae_s1s2 reads" in out.event.notes[-1]
 

@@ -87,6 +87,18 @@ def test_bytes_list_and_delete(tmp_path: Path) -> None:
         store.list("../")
 
 
+def test_a_listing_can_stop_at_a_depth(tmp_path: Path) -> None:
+    """A season's manifests without the arrays of every pass below them."""
+    store = PayloadStore(tmp_path, registry=None)
+    for key in ("s/31UFS/series.json", "s/31UFS/PASS_1/values.npy", "s/31UGS/series.json"):
+        store.put_bytes(key, b"{}")
+    assert [f.key for f in store.list("s/", maxdepth=2)] == [
+        "s/31UFS/series.json",
+        "s/31UGS/series.json",
+    ]
+    assert len(store.list("s/")) == 3 and store.list("s/", maxdepth=1) == []
+
+
 def test_writes_leave_no_temporary_and_temporaries_are_hidden(tmp_path: Path) -> None:
     store = PayloadStore(tmp_path, registry=None)
     store.put_array("a/b", np.zeros(3))

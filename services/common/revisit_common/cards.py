@@ -15,6 +15,10 @@ from typing import Any
 CARD_FILE = "card.json"
 MODEL_FILE = "model.pt"
 TRITON_TYPES = {"FP32", "INT32", "INT64", "BOOL"}
+#: A feature whose training std (`ModelCard.input_statistics`) is at or below this was
+#: constant in training: the models hold it at its training value, and the drift monitor
+#: gives it no shift.
+CONSTANT_STD = 1e-6
 
 
 @dataclass(frozen=True)

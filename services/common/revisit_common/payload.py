@@ -280,7 +280,9 @@ class PayloadStore:
 
     # Listing, usage and retention.
 
-    def _find(self, prefix: str) -> builtins.list[tuple[str, PayloadObject]]:
+    def _find(
+        self, prefix: str, maxdepth: int | None = None
+    ) -> builtins.list[tuple[str, PayloadObject]]:
         """(path, object) of every file whose key starts with `prefix`, temporaries too."""
         base = self.root
         if prefix:
@@ -290,7 +292,7 @@ class PayloadStore:
                 base = self._path(head)
         try:
             self.fs.invalidate_cache(base)
-            found: dict[str, dict[str, Any]] = self.fs.find(base, detail=True)
+            found: dict[str, dict[str, Any]] = self.fs.find(base, maxdepth=maxdepth, detail=True)
             found_objects = []
             for path, info in sorted(found.items()):
                 if not path.startswith(self.root + "/") or info.get("type", "file") != "file":
@@ -313,9 +315,12 @@ class PayloadStore:
     def _temporary(key: str) -> bool:
         return posixpath.basename(key).startswith(TMP_PREFIX)
 
-    def list(self, prefix: str = "") -> builtins.list[PayloadObject]:
-        """The objects whose key starts with `prefix`, by key (array keys end in .npy)."""
-        return [found for _, found in self._find(prefix) if not self._temporary(found.key)]
+    def list(self, prefix: str = "", maxdepth: int | None = None) -> builtins.list[PayloadObject]:
+        """The objects whose key starts with `prefix`, by key (array keys end in .npy);
+        with `maxdepth`, only those at most that many levels below the prefix's folder
+        (1: the files of that folder)."""
+        found = self._find(prefix, maxdepth)
+        return [obj for _, obj in found if not self._temporary(obj.key)]
 
     def usage(self, prefix: str = "") -> Usage:
         """Objects and bytes under `prefix`; for the whole store, also set the gauges."""

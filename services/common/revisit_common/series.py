@@ -112,12 +112,11 @@ def season_snapshot(
     snapshot = []
     for product in PARCEL_PRODUCTS:
         prefix = f"{product}/{key_part(aoi)}/{season}/"
-        for found in store.list(prefix):
+        # the manifests, <tile>/series.json, and not the arrays of every pass below them
+        for found in store.list(prefix, maxdepth=2):
             if not found.key.endswith("/series.json"):
                 continue
             key = found.key.removesuffix("/series.json")
-            if key.count("/") != 3:  # product/aoi/season/tile only
-                continue
             keys = [
                 p["acquisition_key"]
                 for p in read_series(store, key)

@@ -28,13 +28,10 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from revisit_common.cards import CONSTANT_STD
+
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 PSI_EPSILON = 1e-4
-
-
-#: A training std at or below this: the feature was constant in training (the same
-#: threshold as the models' normalisers, which hold such a feature at its training value).
-CONSTANT_STD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,7 @@ def shift_sigma(
 ) -> npt.NDArray[np.float64]:
     """(batch mean − training mean) / training std per feature; values are (N, F). A
     feature constant in training (std 0) has no scale to shift by, and the models hold
-    it at its training value (`revisit_models.psetae.CONSTANT_STD`): it gives 0."""
+    it at its training value (`revisit_common.cards.CONSTANT_STD`): it gives 0."""
     v = np.asarray(values, np.float64)
     if v.ndim != 2 or v.shape[1] != len(reference.features):
         raise ValueError(f"values {v.shape} do not match {len(reference.features)} features")

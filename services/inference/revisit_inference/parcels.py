@@ -64,6 +64,8 @@ def day_of_season(batch: pb.ObservationBatch) -> float | None:
 
 
 Parcel = list[tuple[float, npt.NDArray[np.float32]]]  # (day of season, values) per pass
+#: Pixel sets are reflectance × this (int16) where a pass does not say (older manifests).
+PIXEL_SET_SCALE = 10000.0
 
 
 def _gather(
@@ -73,9 +75,10 @@ def _gather(
     start: date,
     scale: float,
     acquired_by: date | None = None,
+    geometry: bool = True,
 ) -> tuple[list[Parcel], npt.NDArray[np.float32]]:
     """Each wanted parcel's values in the passes (oldest first) that observed it, and its
-    geometric features (the latest pass's)."""
+    geometric features (the latest pass's; zeros, and not read, without `geometry`)."""
     row_of = {int(pid): i for i, pid in enumerate(wanted)}
     per_parcel: list[Parcel] = [[] for _ in wanted]
     geomfeat = np.zeros((len(wanted), 4), np.float32)
@@ -86,7 +89,7 @@ def _gather(
         day = float((acquired - start).days)
         ids = store.get_array(p["arrays"]["parcel_ids"]).astype(np.int64)
         values = store.get_array(p["arrays"]["values"])
-        geometry = store.get_array(p["arrays"]["geomfeat"])
+        shapes = store.get_array(p["arrays"]["geomfeat"]) if geometry else None
         if len(values) != len(ids):
             raise PoisonError(f"pass {p['scene_id']}: {len(values)} value rows, {len(ids)} ids")
         pass_scale = float(p.get("value_scale", scale))
@@ -94,7 +97,8 @@ def _gather(
             i = row_of.get(int(pid))
             if i is not None:
                 per_parcel[i].append((day, values[j].astype(np.float32) / pass_scale))
-                geomfeat[i] = geometry[j]
+                if shapes is not None:
+                    geomfeat[i] = shapes[j]
     return per_parcel, geomfeat
 
 
@@ -139,7 +143,7 @@ def season_inputs(
         passes,
         wanted,
         season_start(observation.season),
-        observation.value_scale or 10000.0,
+        observation.value_scale or PIXEL_SET_SCALE,
         acquired_by,
     )
     lengths = [len(s) for s in per_parcel]
@@ -225,10 +229,10 @@ def predict_fused_crops(
     start = season_start(observation.season)
     ids = store.get_array(observation.parcel_ids).astype(np.int64)
     snapshot = observation.season_series
-    s1, _ = _gather(store, snapshot_passes(store, snapshot, "parcel_s1"), ids, start, 1.0)
-    s2, geomfeat = _gather(
-        store, snapshot_passes(store, snapshot, "parcel_pixels"), ids, start, 10000.0
-    )
+    radar = snapshot_passes(store, snapshot, "parcel_s1")
+    s1, _ = _gather(store, radar, ids, start, 1.0, geometry=False)
+    optical = snapshot_passes(store, snapshot, "parcel_pixels")
+    s2, geomfeat = _gather(store, optical, ids, start, PIXEL_SET_SCALE)
     keep = np.array([bool(a) and bool(b) for a, b in zip(s1, s2, strict=True)])
     if (~keep).any():
         out.notes.append(

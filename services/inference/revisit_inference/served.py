@@ -149,12 +149,15 @@ def answer_all(
                     start += request.rows
                     advance(i, (rows, version))
 
+    pending = 0  # bytes of the inputs waiting
     for i, generator in enumerate(predictions):
         if generator is None:
             continue
         advance(i, None)
-        pending = sum(a.nbytes for r in waiting.values() for a in r.inputs.values())
+        if i in waiting:
+            pending += sum(a.nbytes for a in waiting[i].inputs.values())
         if pending >= merge_bytes:
             drain()
+            pending = 0
     drain()
     return results

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from revisit_common.cards import CONSTANT_STD
 from revisit_models.temporal import TemporalAttentionEncoder, masked_mean
 
 #: Band order of the pixel sets that the preprocess service writes (and the models read).
@@ -45,10 +46,6 @@ def _mlp(sizes: list[int], final_relu: bool = True) -> nn.Sequential:
         if i < len(sizes) - 2 or final_relu:
             layers += [nn.BatchNorm1d(sizes[i + 1]), nn.ReLU()]
     return nn.Sequential(*layers)
-
-
-#: A feature whose training std is below this was constant in training.
-CONSTANT_STD = 1e-6
 
 
 class _Normaliser(nn.Module):

@@ -115,8 +115,7 @@ def rows_for(batch: pb.PredictionBatch) -> StoreRows:
     tables: dict[str, tuple[str, Callable[[pb.PredictionBatch, datetime], list[tuple[Any, ...]]]]]
     tables = {
         "lcz": ("lcz_cell", _lcz_rows),
-        "crop_type": ("parcel_prediction", _parcel_rows),
-        "crop_type_s1s2": ("parcel_prediction", _parcel_rows),
+        **{crop: ("parcel_prediction", _parcel_rows) for crop in CROP_INDICATORS},
         "parcel_biophysics": ("parcel_biophys", _parcel_biophys_rows),
         "land_cover": ("landcover_indicator", _area_rows(LANDCOVER_VALUES, "landcover")),
         "biophysics": ("landcover_indicator", _area_rows(BIOPHYS_VALUES, "biophys")),

@@ -21,6 +21,7 @@ from revisit_store.handler import (
     AREA_COLUMNS,
     BIOPHYS_VALUES,
     COLUMNS,
+    CROP_INDICATORS,
     LANDCOVER_VALUES,
     PARCEL_BIOPHYS_COLUMNS,
     PARCEL_BIOPHYS_VALUES,
@@ -82,16 +83,19 @@ MERGES = {
         ON CONFLICT ON CONSTRAINT lcz_cell_key DO UPDATE SET
         """
     + _set(("scene_id", "lcz_class", "confidence", "probabilities", "geom")),
-    "crop_type": _parcel_merge(
-        "parcel_prediction",
-        PARCEL_COLUMNS,
-        [c for c in PARCEL_COLUMNS[3:] if c not in ("model_name", "model_version")],
+    # both crop models' rows: the same table, told apart by their model
+    **dict.fromkeys(
+        CROP_INDICATORS,
+        _parcel_merge(
+            "parcel_prediction",
+            PARCEL_COLUMNS,
+            [c for c in PARCEL_COLUMNS[3:] if c not in ("model_name", "model_version")],
+        ),
     ),
     "parcel_biophysics": _parcel_merge(
         "parcel_biophys", PARCEL_BIOPHYS_COLUMNS, ["scene_id", *PARCEL_BIOPHYS_VALUES, "pixels"]
     ),
 }
-MERGES["crop_type_s1s2"] = MERGES["crop_type"]  # the S1+S2 model's rows: the same table
 for _indicator, _model, _values in (
     ("land_cover", "landcover", LANDCOVER_VALUES),
     ("biophysics", "biophys", BIOPHYS_VALUES),
