@@ -81,7 +81,7 @@ def handle_observations(
         if batch.kind == "lcz_patches":
             patches.append((i, _lcz_patches(batch, store)))
         elif batch.kind in indicators:
-            served = [(n, m, p) for n, m, p in indicators.get(batch.kind, []) if m is not None]
+            served = [(n, m, p) for n, m, p in indicators[batch.kind] if m is not None]
             if not served:
                 log.info("inference: no model serves %s observations yet, skipped", batch.kind)
             outputs[i] = []
