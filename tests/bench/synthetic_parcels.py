@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from pyproj import Transformer
 
-#: The classes of the crop model `psetae_s2` (data/models/psetae_s2/1/card.json).
+#: The classes of the crop model `psetae_s2` (data/models/psetae_s2/2/card.json).
 CLASSES = [
     "dry_pulses_legumes",
     "fibre_crops",

@@ -23,8 +23,9 @@ from revisit_inference.drift import (
     shift_sigma,
 )
 from revisit_models.pixelset_data import load_dataset
+from tests.model_inputs import latest_version
 
-CARD = REPO_ROOT / "data" / "models" / "psetae_cropland_s1s2" / "2" / "card.json"
+CARD = latest_version(REPO_ROOT / "data" / "models" / "psetae_cropland_s1s2") / "card.json"
 RULES = REPO_ROOT / "infra" / "prometheus" / "rules" / "drift.yml"
 METRIC = "revisit_inference_input_shift_max_sigma"
 

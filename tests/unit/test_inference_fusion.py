@@ -20,10 +20,10 @@ from revisit_inference.handler import handle_observation
 from revisit_inference.served import ServedModel
 from revisit_store.handler import rows_for
 from tests.conftest import Season
-from tests.model_inputs import LocalModel
+from tests.model_inputs import LocalModel, latest_version
 from tests.unit.test_inference_parcels import NoLcz
 
-FUSION = REPO_ROOT / "data" / "models" / "psetae_s1s2" / "2"
+FUSION = latest_version(REPO_ROOT / "data" / "models" / "psetae_s1s2")
 SEASON_START = date(2020, 11, 1)
 AOI = "hesbaye-parcels"
 
@@ -69,7 +69,7 @@ def test_each_radar_pass_predicts_from_both_seasons_so_far(demo_parcel_season: S
         assert (batch.indicator, batch.model_name, batch.model_version) == (
             "crop_type_s1s2",
             "psetae_s1s2",
-            "2",
+            FUSION.name,
         )
         day = _day(event)
         optical = _history(store, demo_parcel_season.optical, day, 10000.0)

@@ -20,10 +20,10 @@ from revisit_preprocess.handler import handle_scene
 from revisit_preprocess.lcz import LczGrid
 from revisit_preprocess.pixelsets import PixelSetConfig
 from tests.eolearn_scenes import EoLearnPatch
-from tests.model_inputs import LocalModel
+from tests.model_inputs import LocalModel, latest_version
 from tests.unit.test_preprocess_products import wgs84_parcels
 
-MODEL = REPO_ROOT / "data" / "models" / "psetae_s2" / "1"
+MODEL = latest_version(REPO_ROOT / "data" / "models" / "psetae_s2")
 BIO_MODEL = REPO_ROOT / "data" / "models" / "biophys_prosail" / "1"
 SEASON = "2016-09-01"
 
@@ -88,7 +88,7 @@ def test_each_pass_repredicts_its_parcels_from_the_season_so_far(
         (out,) = handle_observation(event, store, NoLcz(), crops, drift)
         batch = out.event
         assert isinstance(batch, pb.PredictionBatch)
-        assert batch.indicator == "crop_type" and batch.model_version == "1"
+        assert batch.indicator == "crop_type" and batch.model_version == MODEL.name
         assert batch.season == SEASON and list(batch.classes) == crops.classes
         assert [p.entity_id for p in batch.predictions] == [str(int(i)) for i in ids]
         for prediction in batch.predictions:

@@ -17,6 +17,7 @@ from revisit_models.pixelset_data import DatasetError, collate, load_dataset, wr
 from revisit_models.psetae import PseTae, PseTaeFusion
 from revisit_models.train_psetae import legend, split, train_psetae
 from revisit_models.worldcereal import s1_db
+from tests.model_inputs import latest_version
 
 WORLDCEREAL = REPO_ROOT / "data" / "worldcereal"
 
@@ -68,6 +69,27 @@ def test_masked_pixels_and_dates_are_ignored() -> None:
     assert not torch.allclose(model(*more)[1], model(*inputs)[1])
 
 
+def test_pixel_sets_pool_to_the_mean_and_spread_of_their_observed_pixels() -> None:
+    """The encoder pools only the observed rows (index_add); each date's vector must be
+    what the paper defines: mean and std of the embedded pixels of that date's set."""
+    torch.manual_seed(0)
+    pse = PseTae(num_classes=6, use_geomfeat=False).eval().s2.pse
+    pixels, mask, _, geom = _inputs()
+    pooled: list[torch.Tensor] = []
+    hook = pse.mlp2.mlp.register_forward_hook(lambda _m, args, _o: pooled.append(args[0]))
+    with torch.no_grad():
+        pse(pixels, mask, geom)
+        hook.remove()
+        rows = iter(pooled[0])  # the observed dates' pooled vectors, in (B, T) order
+        for b, t in zip(*torch.nonzero(mask.sum(2) > 0, as_tuple=True), strict=True):
+            observed = pixels[b, t][:, mask[b, t] > 0].T  # (n, C)
+            embedded = pse.mlp1.mlp(pse.normalise(observed))
+            std = embedded.std(0, unbiased=False) if len(observed) > 1 else embedded[0] * 0
+            expected = torch.cat([embedded.mean(0), std])
+            assert torch.allclose(next(rows), expected, atol=1e-4)
+        assert next(rows, None) is None
+
+
 def test_fusion_without_sentinel1_is_the_optical_branch_alone() -> None:
     torch.manual_seed(0)
     model = PseTaeFusion(num_classes=5).eval()
@@ -92,7 +114,7 @@ def test_a_feature_constant_in_training_is_held_at_its_training_value() -> None:
     from revisit_inference.drift import Reference, shift_sigma
     from tests.model_inputs import LocalModel
 
-    model = LocalModel(REPO_ROOT / "data" / "models" / "psetae_s1s2" / "2")
+    model = LocalModel(latest_version(REPO_ROOT / "data" / "models" / "psetae_s1s2"))
     stats = model.card.input_statistics["s1"]
     constant = [i for i, s in enumerate(stats["std"]) if s == 0]
     assert [stats["features"][i] for i in constant] == ["VV_db_std", "VH_db_std"]

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from revisit_common.cards import CONSTANT_STD
-from revisit_models.temporal import TemporalAttentionEncoder, masked_mean
+from revisit_models.temporal import TemporalAttentionEncoder
 
 #: Band order of the pixel sets that the preprocess service writes (and the models read).
 S2_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -96,20 +96,29 @@ class PixelSetEncoder(nn.Module):
     ) -> torch.Tensor:
         batch, length, channels, size = pixels.shape
         valid = mask > 0
-        x = self.normalise(pixels.permute(0, 1, 3, 2)).reshape(-1, channels)  # (B·T·S, C)
-        x = self.mlp1(x, valid.reshape(-1)).view(batch, length, size, -1)
-        mean = masked_mean(x, valid, dim=2)
-        spread = masked_mean((x - mean.unsqueeze(2)) ** 2, valid, dim=2)
-        count = valid.sum(dim=2, keepdim=True)
+        # Only the observed pixels are embedded and pooled: a batch padded to its largest
+        # set (64 pixels) is mostly padding for small parcels, and a padded (B·T·S, 64)
+        # embedding made every elementwise pass memory-bound (throughput fell past 128).
+        rows = valid.reshape(-1).nonzero().squeeze(1)
+        date_of_row = torch.div(rows, size, rounding_mode="floor")  # index into B·T
+        x = self.normalise(pixels.permute(0, 1, 3, 2).reshape(-1, channels)[rows])
+        x = self.mlp1.mlp(x)  # (N valid, F)
+        dates = batch * length
+        count = torch.zeros(dates, 1, dtype=x.dtype, device=x.device)
+        count.index_add_(0, date_of_row, torch.ones_like(x[:, :1]))
+        total = torch.zeros(dates, x.shape[1], dtype=x.dtype, device=x.device)
+        mean = total.index_add_(0, date_of_row, x) / count.clamp(min=1.0)
+        departure = (x - mean[date_of_row]) ** 2
+        spread = torch.zeros_like(total).index_add_(0, date_of_row, departure)
+        spread = spread / count.clamp(min=1.0)
         std = torch.where(count > 1, torch.sqrt(spread + 1e-8), torch.zeros_like(spread))
         pooled = [mean, std]
         if self.use_geomfeat:
             geometry = self.geom_normalise(geomfeat).unsqueeze(1).expand(batch, length, -1)
-            pooled.append(geometry)
-        dates = valid.any(dim=2).reshape(-1)
-        joined = torch.cat(pooled, dim=-1).reshape(batch * length, -1)
-        embedded: torch.Tensor = self.mlp2(joined, dates).view(batch, length, -1)
-        return embedded
+            pooled.append(geometry.reshape(dates, -1))
+        joined = torch.cat(pooled, dim=-1)
+        embedded: torch.Tensor = self.mlp2(joined, (count > 0).reshape(-1))
+        return embedded.view(batch, length, -1)
 
 
 class _ValidRows(nn.Module):
