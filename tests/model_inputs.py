@@ -38,6 +38,24 @@ def parcel_inputs(directory: Path, fusion: bool, until_day: float, count: int = 
     return {n: t.numpy() for n, t in zip(names, batch.inputs(fusion), strict=True)}
 
 
+def dense_pixel_sets(inputs: Inputs, pixels: int = 64, seed: int = 0) -> Inputs:
+    """The pixel sets as the preprocess service sends them: every one of the `pixels`
+    slots of an observed date holds one of the parcel's valid pixels (drawn with
+    replacement when it has fewer, `revisit_preprocess.pixelsets`), none is padding."""
+    rng = np.random.default_rng(seed)
+    x, mask = inputs["pixels"], inputs["pixel_mask"]
+    batch, length, channels, _ = x.shape
+    dense = np.zeros((batch, length, channels, pixels), np.float32)
+    observed = np.zeros((batch, length, pixels), np.float32)
+    for b in range(batch):
+        for t in range(length):
+            valid = np.flatnonzero(mask[b, t])
+            if valid.size:
+                chosen = rng.choice(valid, pixels, replace=valid.size < pixels)
+                dense[b, t], observed[b, t] = x[b, t][:, chosen], 1.0
+    return {**inputs, "pixels": dense, "pixel_mask": observed}
+
+
 def ndvi_series(count: int = 64) -> Inputs:
     """Real eo-learn NDVI series of `count` pixels over 2017, cloudy dates masked."""
     patch = load_patch(EOLEARN)

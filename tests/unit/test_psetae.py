@@ -90,6 +90,17 @@ def test_pixel_sets_pool_to_the_mean_and_spread_of_their_observed_pixels() -> No
         assert next(rows, None) is None
 
 
+@pytest.mark.parametrize("scripted", [False, True])
+def test_inference_in_chunks_of_samples_gives_the_whole_batch_result(scripted: bool) -> None:
+    torch.manual_seed(0)
+    model = PseTae(num_classes=6).eval()
+    inputs = _inputs()
+    whole = model(*inputs)
+    model.s2.pse.chunk_pixels = 1  # one sample a chunk
+    run: torch.nn.Module = torch.jit.script(model) if scripted else model
+    assert torch.allclose(run(*inputs), whole, atol=1e-6)
+
+
 def test_fusion_without_sentinel1_is_the_optical_branch_alone() -> None:
     torch.manual_seed(0)
     model = PseTaeFusion(num_classes=5).eval()

@@ -71,6 +71,10 @@ class _Normaliser(nn.Module):
         return (x - self.mean) / self.std * self.varies
 
 
+#: Pixels (dates × set size × samples) that the encoder embeds at once at inference.
+CHUNK_PIXELS = 8192
+
+
 class PixelSetEncoder(nn.Module):
     """(B, T, C, S) pixels + (B, T, S) mask + (B, G) geometry -> (B, T, out_dim)."""
 
@@ -90,8 +94,26 @@ class PixelSetEncoder(nn.Module):
         pooled = 2 * mlp1[-1] + (geomfeat if use_geomfeat else 0)
         self.mlp2 = _ValidRows([pooled, *mlp2])
         self.out_dim = mlp2[-1]
+        self.chunk_pixels = CHUNK_PIXELS
 
     def forward(
+        self, pixels: torch.Tensor, mask: torch.Tensor, geomfeat: torch.Tensor
+    ) -> torch.Tensor:
+        batch, length, _, size = pixels.shape
+        # At inference, samples go through in chunks of about `chunk_pixels` pixels, so
+        # that the cost per sample stays flat with the batch size: 256 full seasons at
+        # once (12 dates x 64 pixels each, ~50 MB a layer) ran ~3x slower a sample than
+        # in chunks of 8,192 pixels, and Triton's batcher merges requests up to 256.
+        step = batch if self.training else max(1, self.chunk_pixels // max(1, length * size))
+        if step >= batch:
+            return self._encode(pixels, mask, geomfeat)
+        parts: list[torch.Tensor] = []
+        for start in range(0, batch, step):
+            end = min(start + step, batch)
+            parts.append(self._encode(pixels[start:end], mask[start:end], geomfeat[start:end]))
+        return torch.cat(parts, dim=0)
+
+    def _encode(
         self, pixels: torch.Tensor, mask: torch.Tensor, geomfeat: torch.Tensor
     ) -> torch.Tensor:
         batch, length, channels, size = pixels.shape
