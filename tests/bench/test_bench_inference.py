@@ -2,10 +2,12 @@
 and the pretrained LCZ model) through the real Triton server versus the same TorchScript
 in process (the baseline), side by side, on real inputs.
 
-For batch sizes 1, 16, 64 and 256: the in-process row calls the model one batch at a
-time (what a service without Triton does); the Triton row keeps `CLIENTS` requests of
-that batch size in flight (gRPC, one client each), so the server is never idle waiting
-for the next request. Reported: samples/s of each and the ratio Triton / in-process.
+For batch sizes 1, 16, 64 and 256, and the model's max batch when it is larger (the
+per-pixel models: the size of the requests the inference service sends for an area):
+the in-process row calls the model one batch at a time (what a service without Triton
+does); the Triton row keeps `CLIENTS` requests of that batch size in flight (gRPC, one
+client each), so the server is never idle waiting for the next request. Reported:
+samples/s of each and the ratio Triton / in-process.
 On a 2-core machine client and server share the cores: read the ratios, not the rates.
 The PSE-TAE models get full pixel sets (64 pixels a date, drawn among the sample's valid
 ones), which is what the preprocess service sends, not the training layout's sets
@@ -61,11 +63,14 @@ def test_bench_triton_vs_in_process(
     if "pixels" in sample:  # PSE-TAE: full sets of 64, as the preprocess service sends
         sample = dense_pixel_sets(sample)
     local = torch.jit.load(str(model_dir / "model.pt")).eval()
-    clients = [TritonModel(stack.triton_grpc_url, card.name) for _ in range(CLIENTS)]
+    clients = [
+        TritonModel(stack.triton_grpc_url, card.name, max_batch=card.max_batch_size)
+        for _ in range(CLIENTS)
+    ]
     pool = ThreadPoolExecutor(CLIENTS)
     output = card.outputs[0].name
     rows = []
-    for n in BATCHES:
+    for n in sorted({*BATCHES, card.max_batch_size}):
         batch = _rows(sample, n)
         tensors = [torch.from_numpy(batch[t.name]) for t in card.inputs]
 

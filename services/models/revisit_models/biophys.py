@@ -103,6 +103,9 @@ MODEL_BANDS: tuple[str, ...] = ("B03", "B04", "B05", "B06", "B07", "B08", "B11",
 MODEL_BAND_INDEX: tuple[int, ...] = tuple(S2_BANDS.index(b) for b in MODEL_BANDS)
 ANGLES: tuple[str, ...] = ("sun_zenith", "view_zenith", "relative_azimuth")
 VARIABLES: tuple[str, ...] = ("LAI", "CCC", "FCOVER")
+#: Pixels in one Triton request (850 KB): an area's pixels go in a few large requests, not
+#: thousands of 256-pixel ones that the per-request cost of the server would dominate.
+MAX_BATCH = 16384
 UNITS: tuple[str, ...] = ("m²/m²", "g/m²", "0-1")
 WAVELENGTHS = np.arange(400, 2501)  # prosail's 1 nm grid
 
@@ -630,6 +633,7 @@ def train_biophys(
     card = ModelCard(
         name="biophys_prosail",
         version="1",
+        max_batch_size=MAX_BATCH,
         task="regression",
         summary=(
             "LAI, canopy chlorophyll content and FCOVER from Sentinel-2 surface reflectance "

@@ -65,6 +65,9 @@ LEGEND: tuple[str, ...] = tuple(LULC_CODES[c] for c in LEGEND_CODES)
 
 MODEL_NAME = "landcover_tae"
 MODEL_VERSION = "1"
+#: Pixel series in one Triton request (about 0.5 MB for a year of passes): an area's
+#: pixels go in a few large requests rather than many that the per-request cost dominates.
+MAX_BATCH = 4096
 REPRODUCE = "revisit train landcover --data data/eo-learn --out data/models/landcover_tae/1"
 DEFAULT_EPOCHS = 40
 
@@ -537,6 +540,7 @@ def train_landcover(
     card = ModelCard(
         name=MODEL_NAME,
         version=MODEL_VERSION,
+        max_batch_size=MAX_BATCH,
         task="classification",
         summary=(
             "Per-pixel land cover (eo-learn LULC legend) from a season of Sentinel-2 NDVI: "
