@@ -63,10 +63,7 @@ def test_bench_triton_vs_in_process(
     if "pixels" in sample:  # PSE-TAE: full sets of 64, as the preprocess service sends
         sample = dense_pixel_sets(sample)
     local = torch.jit.load(str(model_dir / "model.pt")).eval()
-    clients = [
-        TritonModel(stack.triton_grpc_url, card.name, max_batch=card.max_batch_size)
-        for _ in range(CLIENTS)
-    ]
+    clients = [TritonModel.for_card(stack.triton_grpc_url, card) for _ in range(CLIENTS)]
     pool = ThreadPoolExecutor(CLIENTS)
     output = card.outputs[0].name
     rows = []
@@ -110,9 +107,7 @@ def test_bench_a_poll_grouped_vs_one_by_one(
         "fusion": "psetae_s1s2",
     }.items():
         card = load_card(latest_version(repository / name))
-        model = TritonModel(
-            stack.triton_grpc_url, name, max_batch=card.max_batch_size, concurrency=CLIENTS
-        )
+        model = TritonModel.for_card(stack.triton_grpc_url, card, concurrency=CLIENTS)
         served[role] = ServedModel(model, card)
 
     def one_by_one() -> int:

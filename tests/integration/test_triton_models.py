@@ -36,7 +36,7 @@ def test_triton_equals_torchscript_on_real_inputs(
 ) -> None:
     card: ModelCard = load_card(model_dir)
     local = torch.jit.load(str(model_dir / "model.pt")).eval()
-    remote = TritonModel(stack.triton_grpc_url, card.name, max_batch=card.max_batch_size)
+    remote = TritonModel.for_card(stack.triton_grpc_url, card)
     output = card.outputs[0].name
     for request in real_inputs(card.name, worldcereal_datasets):
         assert list(request) == [t.name for t in card.inputs]

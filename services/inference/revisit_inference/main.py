@@ -72,11 +72,10 @@ def served_model(settings: InferenceSettings, name: str, version: str) -> Served
         card = load_card(home / card_version)
     except FileNotFoundError as exc:
         raise SystemExit(f"{exc}: run `revisit models build`") from exc
-    model = TritonModel(
+    model = TritonModel.for_card(
         settings.triton_grpc_url,
-        name,
+        card,
         version,
-        max_batch=card.max_batch_size,
         timeout_s=settings.triton_timeout_s,
         concurrency=settings.triton_concurrency,
     )

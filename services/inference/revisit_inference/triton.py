@@ -14,6 +14,7 @@ import tritonclient.grpc as grpcclient
 from prometheus_client import Gauge, Histogram
 from tritonclient.utils import InferenceServerException
 
+from revisit_common.cards import ModelCard
 from revisit_common.errors import PoisonError, TransientError
 from revisit_common.metrics import LATENCY_BUCKETS
 
@@ -116,6 +117,26 @@ class TritonModel:
         self.timeout_s = timeout_s
         self.client = grpcclient.InferenceServerClient(url)
         self.breaker = breaker or CircuitBreaker(model_name)
+
+    @classmethod
+    def for_card(
+        cls,
+        url: str,
+        card: ModelCard,
+        model_version: str = "",
+        timeout_s: float = 30.0,
+        concurrency: int = 4,
+    ) -> TritonModel:
+        """The client of the model a card describes: its name, and requests cut at the
+        max batch its Triton configuration was written with (not the default 256)."""
+        return cls(
+            url,
+            card.name,
+            model_version,
+            max_batch=card.max_batch_size,
+            timeout_s=timeout_s,
+            concurrency=concurrency,
+        )
 
     def infer(
         self, inputs: Mapping[str, npt.NDArray[np.float32]], output: str
