@@ -75,7 +75,7 @@ def served_model(settings: InferenceSettings, name: str, version: str) -> Served
     model = TritonModel.for_card(
         settings.triton_grpc_url,
         card,
-        version,
+        model_version=version,
         timeout_s=settings.triton_timeout_s,
         concurrency=settings.triton_concurrency,
     )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from threading import Lock
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -119,24 +119,11 @@ class TritonModel:
         self.breaker = breaker or CircuitBreaker(model_name)
 
     @classmethod
-    def for_card(
-        cls,
-        url: str,
-        card: ModelCard,
-        model_version: str = "",
-        timeout_s: float = 30.0,
-        concurrency: int = 4,
-    ) -> TritonModel:
+    def for_card(cls, url: str, card: ModelCard, **options: Any) -> TritonModel:
         """The client of the model a card describes: its name, and requests cut at the
-        max batch its Triton configuration was written with (not the default 256)."""
-        return cls(
-            url,
-            card.name,
-            model_version,
-            max_batch=card.max_batch_size,
-            timeout_s=timeout_s,
-            concurrency=concurrency,
-        )
+        max batch its Triton configuration was written with (not the default 256);
+        `options` are the other arguments of the constructor."""
+        return cls(url, card.name, max_batch=card.max_batch_size, **options)
 
     def infer(
         self, inputs: Mapping[str, npt.NDArray[np.float32]], output: str
