@@ -27,6 +27,7 @@ from revisit_catalog.ingest import Ingest
 from revisit_catalog.main import CatalogSettings
 from revisit_catalog.registry import (
     Cursor,
+    load_subscriptions,
     make_subscription,
     save_cursor,
     save_subscriptions,
@@ -40,6 +41,7 @@ from revisit_common import events_pb2 as pb
 from revisit_common.db.models import Aoi, SceneProcessing
 from revisit_common.events import SCENES_TOPIC, dlq_topic
 from revisit_common.runtime import ServiceApp
+from tests.conftest import AOI_FILE
 from tests.stac_api import StacApiServer
 
 STAC = Path(__file__).parents[1] / "data" / "stac"
@@ -252,6 +254,36 @@ def test_late_items_reprocessing_and_bad_items(
     assert "no Sentinel-2 band asset" in letters["no-bands"]
     assert "invalid or empty geometry" in letters["bowtie"]
     assert "no datetime" in letters["undated"]
+
+
+@pytest.mark.parametrize("step_days", [5000, 45], ids=["one-window", "45-day-windows"])
+def test_an_aois_collections_are_published_together_in_acquisition_order(
+    stack: StackConfig, engine: Engine, app: ServiceApp, demo_catalog: Path, step_days: int
+) -> None:
+    """The demo's parcels AOI, watched with Sentinel-2 and Sentinel-1: a backfill (in one
+    window, or in several) and then a poll publish their passes interleaved by date, not
+    one collection's season after the other's."""
+    (parcels,) = [s for s in load_subscriptions(AOI_FILE) if s.aoi.kind == "parcels"]
+    name = f"order-{step_days}"
+    sub = make_subscription(name, "parcels", parcels.aoi.geometry_wkt, parcels.collections)
+    save_subscriptions(engine, [sub])
+    ingest = Ingest(app, engine, StaticSource(str(demo_catalog), "demo"))
+    first = ingest.backfill(sub, EPOCH, LATER, timedelta(days=step_days))
+    for collection in sub.collections:
+        save_cursor(engine, name, "demo", collection, "poll", Cursor(EPOCH))
+    again = ingest.poll([sub], timedelta(days=1), timedelta(days=1), until=LATER)
+    events = scene_events(stack, name)
+    sensors = [e.sensor for e in events]
+    days = [e.header.acquired_at.ToDatetime() for e in events]
+    print(
+        f"\nbackfill in {step_days}-day windows: {first.windows} searches, "
+        f"{dict(first.outcomes)}; events {sensors[:4]}…; poll {dict(again.outcomes)}"
+    )
+    assert sorted(sub.collections) == ["sentinel-1-grd", "sentinel-2-l2a"]
+    assert sensors.count("sentinel-2") == sensors.count("sentinel-1") == 12
+    assert days == sorted(days)  # acquisition order, whatever the collection
+    assert sensors[:2] == ["sentinel-2", "sentinel-1"]  # the first month's two passes
+    assert again.outcomes["duplicate"] == 24 and again.outcomes["published"] == 0
 
 
 def test_static_item_collection_unknown_collection_to_dlq(

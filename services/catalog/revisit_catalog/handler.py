@@ -175,5 +175,8 @@ def discover(
                 continue
             result.outcomes["reprocessed" if scene.reprocessed else "published"] += 1
             result.scenes.append(scene)
-    result.scenes.sort(key=lambda s: (s.tile_id, s.header.acquired_at.ToDatetime()))
+    # in acquisition order, whatever the collection: each tile's passes in date order, and
+    # a parcels AOI's passes of both sensors (one partition) too, so that the S1+S2 crop
+    # model of a pass reads the other sensor's passes before it
+    result.scenes.sort(key=lambda s: (s.header.acquired_at.ToDatetime(), s.tile_id))
     return result

@@ -1,5 +1,5 @@
-"""Searching a source for one AOI and collection over a time window, publishing what is
-new, and moving the cursor: the steps that polling and backfill share."""
+"""Searching a source for one AOI's collections over a time window, publishing what is
+new, and moving the cursors: the steps that polling and backfill share."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -57,8 +57,8 @@ class Summary:
     items: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
 
-    def add(self, items: int, found: Discovery) -> None:
-        self.windows += 1
+    def add(self, items: int, found: Discovery, searches: int = 1) -> None:
+        self.windows += searches
         self.items += items
         self.outcomes.update(found.outcomes)
 
@@ -78,16 +78,22 @@ class Ingest:
         self._lettered: OrderedDict[str, None] = OrderedDict()
         app.metrics.topics(produced=(SCENES_TOPIC,), dlq=dlq_topic(SCENES_TOPIC))
 
-    def window(
-        self, sub: Subscription, collection: str, start: datetime, end: datetime
+    def search(
+        self, sub: Subscription, windows: Mapping[str, tuple[datetime, datetime]]
     ) -> tuple[int, Discovery]:
-        """Search [start, end] for one AOI and collection; publish, dead-letter; returns
-        the number of items found and the discovery."""
-        items = list(self.source.search(collection, sub.geometry, start, end))
-        one = replace(sub, collections=(collection,))
+        """Search each collection's window [start, end] for one AOI and publish what they
+        found together, in acquisition order whatever the collection (a parcels AOI's
+        Sentinel-1 and Sentinel-2 passes interleaved by date, so that the S1+S2 crop model
+        of each pass reads the other sensor's earlier passes); dead-letter the rejected
+        items. Returns the number of items found and the discovery."""
+        items = [
+            item
+            for collection, (start, end) in windows.items()
+            for item in self.source.search(collection, sub.geometry, start, end)
+        ]
         found = discover(
             items,
-            [one],
+            [replace(sub, collections=tuple(windows))],
             lambda keys: published(self.engine, keys),
             now(),
             self.source.name,
@@ -157,18 +163,23 @@ class Ingest:
         until: datetime | None = None,
         first: datetime | None = None,
     ) -> Summary:
-        """Search each AOI and collection from its cursor (less `overlap`, for items
+        """Search each AOI's collections, each from its cursor (less `overlap`, for items
         published late) to `until` (now); without a cursor, from `first`, else from
-        `lookback` before."""
+        `lookback` before. An AOI's collections are published together (`search`)."""
         summary = Summary()
         for sub in subs:
+            end = until or now()
+            windows = {}
             for collection in sub.collections:
-                end = until or now()
                 cursor = self._cursor(sub, collection, "poll")
-                start = cursor.position - overlap if cursor else first or end - lookback
-                items, found = self.window(sub, collection, start, end)
+                windows[collection] = (
+                    cursor.position - overlap if cursor else first or end - lookback,
+                    end,
+                )
+            items, found = self.search(sub, windows)
+            for collection in windows:
                 self._save(sub, collection, "poll", Cursor(end))
-                summary.add(items, found)
+            summary.add(items, found, len(windows))
         return summary
 
     def backfill(
@@ -177,26 +188,30 @@ class Ingest:
         start: datetime,
         end: datetime,
         step: timedelta,
-        progress: Callable[[str, datetime, Summary], None] | None = None,
+        progress: Callable[[datetime, Summary], None] | None = None,
     ) -> Summary:
-        """Search [start, end) window by window; the cursor is saved after each window, so
+        """Search [start, end) window by window, each window of every collection of the
+        AOI together (`search`); each collection's cursor is saved after each window, so
         running the same backfill again resumes after the last complete window."""
         summary = Summary()
-        for collection in sub.collections:
-            position = self.backfill_position(sub, collection, start, end)
-            if position > start:
-                log.info("catalog: backfill of %s resumes at %s", collection, position)
-            while position < end:
-                if self.app.stop.is_set():
-                    return summary
-                window_end = min(position + step, end)
-                # STAC datetime intervals are closed: stop just short of the next window.
-                items, found = self.window(
-                    sub, collection, position, window_end - timedelta(microseconds=1)
-                )
-                summary.add(items, found)
-                position = window_end
+        positions = {c: self.backfill_position(sub, c, start, end) for c in sub.collections}
+        for collection, at in positions.items():
+            if at > start:
+                log.info("catalog: backfill of %s resumes at %s", collection, at)
+        position = min(positions.values(), default=end)
+        while position < end:
+            if self.app.stop.is_set():
+                return summary
+            window_end = min(position + step, end)
+            due = [c for c, at in positions.items() if at <= position]
+            # STAC datetime intervals are closed: stop just short of the next window.
+            last = window_end - timedelta(microseconds=1)
+            items, found = self.search(sub, {c: (position, last) for c in due})
+            summary.add(items, found, len(due))
+            position = window_end
+            for collection in due:
+                positions[collection] = position
                 self._save(sub, collection, "backfill", Cursor(position, start, end))
-                if progress is not None:
-                    progress(collection, position, summary)
+            if progress is not None:
+                progress(position, summary)
         return summary

@@ -139,11 +139,11 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     ) as bar:
         task = bar.add_task(f"backfill {args.aoi}", total=windows, completed=done, status="")
 
-        def progress(collection: str, position: datetime, summary: Summary) -> None:
+        def progress(position: datetime, summary: Summary) -> None:
             bar.update(
                 task,
                 completed=done + summary.windows,
-                status=f"{collection} to {position:%Y-%m-%d}: {summary.outcomes['published']} new",
+                status=f"to {position:%Y-%m-%d}: {summary.outcomes['published']} new",
             )
 
         try:
