@@ -174,8 +174,13 @@ def _parcels(engine: Engine, declared: list[str | None]) -> list[int]:
         return [r[0] for r in conn.execute(text("SELECT id FROM parcel ORDER BY id"))]
 
 
-def crop_batch(scene: pb.SceneDiscovered, parcel_ids: list[int]) -> pb.PredictionBatch:
-    batch = prediction_batch(scene, "crop_type", classes=CROPS, season="2020-11-01")
+def crop_batch(
+    scene: pb.SceneDiscovered,
+    parcel_ids: list[int],
+    indicator: str = "crop_type",
+    observations: int = 7,
+) -> pb.PredictionBatch:
+    batch = prediction_batch(scene, indicator, classes=CROPS, season="2020-11-01")
     for i, pid in enumerate(parcel_ids):
         probabilities = [0.1, 0.1, 0.1]
         probabilities[i % 3] = 0.8
@@ -185,7 +190,7 @@ def crop_batch(scene: pb.SceneDiscovered, parcel_ids: list[int]) -> pb.Predictio
                 class_code=i % 3,
                 confidence=0.8,
                 probabilities=probabilities,
-                observations=7,
+                observations=observations,
                 season_days=212,
             )
         )
@@ -311,6 +316,57 @@ def test_lcz_shares_of_a_city_sum_to_one(engine: Engine) -> None:
         ("hesbaye-demo", 9, 1, 0.25),
         ("hesbaye-demo", 14, 2, 0.5),
     ]
+
+
+def test_of_two_s1s2_predictions_at_one_instant_the_one_from_more_passes_stays(
+    engine: Engine,
+) -> None:
+    """The demo's S1 and S2 composites share their dates: the S1+S2 prediction of the
+    optical pass and that of the radar pass have one key. Whichever comes last, the one
+    from more passes stays; a replay of a scene still overwrites its own rows."""
+    optical = _published(engine, PARCELS_AOI)
+    radar = pb.SceneDiscovered()
+    radar.CopyFrom(optical)
+    radar.header.scene_id, radar.collection = "WORLDCEREAL_S1_20210601_MONTHLY", "sentinel-1-grd"
+    publish(engine, [radar])
+    ids = _parcels(engine, ["maize"] * 3)
+
+    def stored() -> list[tuple[object, ...]]:
+        with engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT scene_id, observations, count(*) OVER () FROM parcel_prediction "
+                        "ORDER BY parcel_id"
+                    )
+                )
+            ]
+
+    more, fewer = (
+        crop_batch(optical, ids, "crop_type_s1s2", 8),
+        crop_batch(radar, ids, "crop_type_s1s2", 7),
+    )
+    for first, last in ((fewer, more), (more, fewer)):
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM parcel_prediction"))
+        write(engine, rows_for(first))
+        write(engine, rows_for(last))
+        assert stored() == [(optical.header.scene_id, 8, 3)] * 3
+    fewer.predictions[0].class_code = 2  # kept out by the condition, not refused
+    write(engine, rows_for(fewer))
+    more.predictions[0].class_code = 2  # the same scene again: overwritten
+    write(engine, rows_for(more))
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                text("SELECT class_name FROM parcel_prediction ORDER BY parcel_id LIMIT 1")
+            ).scalar()
+            == "other"
+        )
+    fewer.predictions[1].entity_id = "424242"  # kept out, and one of another AOI: refused
+    with pytest.raises(PoisonError, match="1 of 3 crop_type_s1s2 rows name no entity"):
+        write(engine, rows_for(fewer))
 
 
 def test_predictions_of_unknown_parcels_are_poison_and_write_nothing(engine: Engine) -> None:

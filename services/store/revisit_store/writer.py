@@ -57,16 +57,32 @@ def _set(columns: tuple[str, ...] | list[str]) -> str:
     return ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
 
 
-def _parcel_merge(table: str, columns: tuple[str, ...], updated: list[str]) -> str:
+#: The staged rows (``s``) of parcels of the batch's AOI.
+OF_THE_AOI = "{stage} s JOIN parcel p ON p.id = s.parcel_id AND p.aoi_id = %(aoi_id)s"
+
+
+def _parcel_merge(table: str, columns: tuple[str, ...], updated: list[str], when: str = "") -> str:
     """The merge of a per-parcel table: only parcels of the batch's AOI (fewer rows merged
-    than staged is refused), `updated` overwritten on a replay."""
+    than staged is refused), `updated` overwritten on a replay (`when` it holds)."""
     return f"""
         INSERT INTO {table} ({", ".join(columns)})
         SELECT {", ".join(f"s.{c}" for c in columns)}
-        FROM {{stage}} s JOIN parcel p ON p.id = s.parcel_id AND p.aoi_id = %(aoi_id)s
+        FROM {OF_THE_AOI}
         ORDER BY s.parcel_id
         ON CONFLICT ON CONSTRAINT {table}_key DO UPDATE SET {_set(updated)}
+        {f"WHERE {when}" if when else ""}
         """
+
+
+#: Two passes at one instant (the demo's monthly S1 and S2 composites share their dates)
+#: both give an S1+S2 prediction of that instant: the one from more passes is kept, in
+#: whichever order they come (then the greater scene id); a replay of the same scene, or
+#: of a reprocessed version under the same id, always overwrites.
+CROP_KEPT = (
+    "EXCLUDED.scene_id = parcel_prediction.scene_id OR "
+    "(EXCLUDED.observations, EXCLUDED.scene_id) > "
+    "(parcel_prediction.observations, parcel_prediction.scene_id)"
+)
 
 
 #: Indicator -> the SQL that merges a staging table ``{stage}`` into its table
@@ -90,6 +106,7 @@ MERGES = {
             "parcel_prediction",
             PARCEL_COLUMNS,
             [c for c in PARCEL_COLUMNS[3:] if c not in ("model_name", "model_version")],
+            CROP_KEPT,
         ),
     ),
     "parcel_biophysics": _parcel_merge(
@@ -161,10 +178,10 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
         if aoi_id is None:
             raise PoisonError(f"unknown AOI {outcome.aoi_name!r}")
         if rows.rows:
-            merged = _merge(conn, rows, aoi_id)
-            if merged != len(rows.rows):
+            of_the_aoi = _merge(conn, rows, aoi_id)
+            if of_the_aoi != len(rows.rows):
                 raise PoisonError(
-                    f"{len(rows.rows) - merged} of {len(rows.rows)} {outcome.indicator} rows "
+                    f"{len(rows.rows) - of_the_aoi} of {len(rows.rows)} {outcome.indicator} rows "
                     f"name no entity of AOI {outcome.aoi_name!r} (unknown parcel ids?)"
                 )
         if rows.classes:
@@ -211,7 +228,8 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
 
 
 def _merge(conn: Connection, rows: StoreRows, aoi_id: int) -> int:
-    """COPY the rows into a staging table, merge it; returns the rows merged."""
+    """COPY the rows into a staging table, merge it; returns the staged rows that name an
+    entity of the AOI (merged, or kept out by a merge's condition)."""
     name, columns = f"stage_{rows.table}", COLUMNS[rows.table]
     raw = conn.connection.driver_connection
     assert raw is not None
@@ -224,4 +242,10 @@ def _merge(conn: Connection, rows: StoreRows, aoi_id: int) -> int:
                 copy.write_row(row)
         merge = MERGES[rows.outcome.indicator].format(stage=name)
         cur.execute(merge, {"aoi_id": aoi_id, "epsg": rows.epsg})
-        return int(cur.rowcount)
+        merged = int(cur.rowcount)
+        if merged == len(rows.rows) or "parcel_id" not in columns:
+            return merged
+        # fewer merged: parcels of another AOI, or rows a merge's condition kept out
+        cur.execute(f"SELECT count(*) FROM {OF_THE_AOI.format(stage=name)}", {"aoi_id": aoi_id})
+        found = cur.fetchone()
+        return int(found[0]) if found else 0
