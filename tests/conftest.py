@@ -100,6 +100,7 @@ class Season:
     store: PayloadStore
     optical: list[pb.ObservationBatch]  # in publication order
     radar: list[pb.ObservationBatch]
+    handled: list[pb.ObservationBatch]  # both, in the order preprocess handled them
 
 
 @pytest.fixture(scope="session")
@@ -107,20 +108,41 @@ def demo_parcel_season(
     demo_aoi_scenes: dict[str, list[pb.SceneDiscovered]], tmp_path_factory: pytest.TempPathFactory
 ) -> Season:
     """The demo parcels AOI's 24 passes through the real preprocess handler (16 pixels a
-    set): the Sentinel-2 passes, then the Sentinel-1 ones, as the catalog publishes them
-    (one collection after the other; a parcels AOI's passes share one partition)."""
-    store = PayloadStore(tmp_path_factory.mktemp("payloads"))
+    set) in the order the catalog publishes them: by acquisition, a month's Sentinel-2
+    pass before its Sentinel-1 one (the composites share their dates; a parcels AOI's
+    passes share one partition)."""
+    scenes = demo_aoi_scenes["hesbaye-parcels"]
+    assert [s.sensor for s in scenes[:2]] == ["sentinel-2", SENTINEL1]
+    return _preprocessed_season(scenes, PayloadStore(tmp_path_factory.mktemp("payloads")))
+
+
+@pytest.fixture(scope="session")
+def late_optical_season(
+    demo_aoi_scenes: dict[str, list[pb.SceneDiscovered]], tmp_path_factory: pytest.TempPathFactory
+) -> Season:
+    """The same 24 passes month by month, each month's Sentinel-1 pass before its
+    Sentinel-2 one: optical passes that arrive after the radar pass of their date, as
+    L2A products often do."""
+    scenes = sorted(
+        demo_aoi_scenes["hesbaye-parcels"],
+        key=lambda s: (s.header.acquired_at.ToDatetime(), s.sensor != SENTINEL1),
+    )
+    return _preprocessed_season(scenes, PayloadStore(tmp_path_factory.mktemp("late")))
+
+
+def _preprocessed_season(scenes: list[pb.SceneDiscovered], store: PayloadStore) -> Season:
+    """The scenes through the real preprocess handler in this order (16 pixels a set)."""
     parcels = [Parcel(i + 1, r.geometry) for i, r in enumerate(demo_parcels())]
-    scenes = sorted(demo_aoi_scenes["hesbaye-parcels"], key=lambda s: s.sensor == SENTINEL1)
-    optical, radar = [], []
+    handled = []
     for scene in scenes:
         (out,) = handle_scene(
             scene, store, LczGrid(), lambda aoi, fp: parcels, PixelSetConfig(pixels=16)
         )
         assert out.key == b"aoi:hesbaye-parcels"  # both sensors on one partition
         assert isinstance(out.event, pb.ObservationBatch)
-        (radar if scene.sensor == SENTINEL1 else optical).append(out.event)
-    return Season(store, optical, radar)
+        handled.append(out.event)
+    optical = [e for e in handled if e.kind == "parcel_pixels"]
+    return Season(store, optical, [e for e in handled if e.kind == "parcel_s1"], handled)
 
 
 @pytest.fixture(scope="session")

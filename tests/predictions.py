@@ -14,6 +14,7 @@ from revisit_common.events import root_header
 MODELS = {
     "lcz": "lcz_sen2lcz_drop",
     "crop_type": "psetae_s2",
+    "crop_type_s1s2": "psetae_s1s2",
     "parcel_biophysics": "biophys_prosail",
     "land_cover": "landcover_tae",
     "biophysics": "biophys_prosail",

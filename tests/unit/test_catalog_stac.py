@@ -14,7 +14,7 @@ import shapely
 import shapely.geometry
 
 from revisit_catalog.handler import Published, Subscription, discover
-from revisit_catalog.registry import indicators_of
+from revisit_catalog.registry import indicators_of, make_subscription
 from revisit_catalog.stac import S2_BANDS, map_item, scene_event, version_of
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
@@ -154,8 +154,19 @@ def test_an_s1_asset_says_its_encoding_and_a_composite_has_no_orbit() -> None:
     parcels = pb.Aoi(name="fields", kind="parcels")
     assert partition_key(parcels, event.tile_id) == b"aoi:fields"
     assert partition_key(pb.Aoi(name="r", kind="region"), event.tile_id) == b"S1-ANY-ORBIT"
-    assert indicators_of("parcels", event.sensor) == ("crop_type_s1s2",)
-    assert indicators_of("parcels", "sentinel-2") == ("crop_type", "parcel_biophysics")
+    assert indicators_of(parcels, event.sensor) == ("crop_type_s1s2",)
+    # a Sentinel-2 pass revises the S1+S2 crop type where the AOI is watched with both
+    assert indicators_of(parcels, "sentinel-2") == ("crop_type", "parcel_biophysics")
+    both = make_subscription(
+        "fields", "parcels", "POINT (0 0)", ("sentinel-2-l2a", "sentinel-1-grd")
+    ).aoi
+    assert list(both.sensors) == ["sentinel-2", "sentinel-1"]
+    assert indicators_of(both, "sentinel-2") == (
+        "crop_type",
+        "parcel_biophysics",
+        "crop_type_s1s2",
+    )
+    assert indicators_of(both, event.sensor) == ("crop_type_s1s2",)
     for asset in composite.assets.values():
         asset.extra_fields["revisit:quantity"] = "decibels"
     with pytest.raises(PoisonError, match="revisit:quantity 'decibels'"):

@@ -84,8 +84,9 @@ def test_a_poll_makes_one_call_per_model_and_the_answers_of_one_by_one(
     valid = Counter(e.kind for e in events if not e.no_valid_observation)
     assert valid == {"parcel_pixels": 10, "parcel_s1": 12, "region_pixels": 10}
     calls = {role: len(m.model.sizes) for role, m in alone.items()}  # type: ignore[attr-defined]
-    # one by one: a call per valid pass and indicator (biophysics: parcels and region)
-    assert calls == {"crops": 10, "bio": 20, "land": 10, "fusion": 12}
+    # one by one: a call per valid pass and indicator (biophysics: parcels and region;
+    # S1+S2: each radar pass and each optical pass after November's, the first)
+    assert calls == {"crops": 10, "bio": 20, "land": 10, "fusion": 12 + 9}
     for role, served in together.items():
         sizes = served.model.sizes  # type: ignore[attr-defined]
         assert sizes == [sum(alone[role].model.sizes)], role  # type: ignore[attr-defined]
@@ -102,7 +103,7 @@ def test_a_byte_budget_answers_the_poll_in_rounds(
     tight = handle_observations(events, store, NoLcz(), **rounds, merge_bytes=1)
     grouped = handle_observations(events, store, NoLcz(), **together)
     calls = {role: len(m.model.sizes) for role, m in rounds.items()}  # type: ignore[attr-defined]
-    assert calls == {"crops": 10, "bio": 20, "land": 10, "fusion": 12}
+    assert calls == {"crops": 10, "bio": 20, "land": 10, "fusion": 12 + 9}
     assert same_outputs(tight, grouped) > 1000
 
 

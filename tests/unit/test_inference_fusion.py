@@ -33,6 +33,11 @@ def _fusion() -> ServedModel:
     return ServedModel(model, model.card)
 
 
+def _crops() -> ServedModel:
+    model = LocalModel(latest_version(REPO_ROOT / "data" / "models" / "psetae_s2"))
+    return ServedModel(model, model.card)
+
+
 def _day(batch: pb.ObservationBatch) -> int:
     return (batch.header.acquired_at.ToDatetime().date() - SEASON_START).days
 
@@ -54,6 +59,42 @@ def _history(
     return history
 
 
+def _assert_both_seasons_so_far(
+    season: Season, event: pb.ObservationBatch, batch: pb.PredictionBatch, fusion: ServedModel
+) -> list[pb.Prediction]:
+    """Each prediction of this pass counts, and equals the model in process on, the
+    parcel's passes of both sensors up to the pass's day (those handled before it)."""
+    store, day = season.store, _day(event)
+    mine = season.handled[: next(i for i, e in enumerate(season.handled) if e is event) + 1]
+    optical = _history(store, [e for e in mine if e.kind == "parcel_pixels"], day, 10000.0)
+    radar = _history(store, [e for e in mine if e.kind == "parcel_s1"], day, 1.0)
+    assert (batch.indicator, batch.model_name, batch.model_version) == (
+        "crop_type_s1s2",
+        "psetae_s1s2",
+        FUSION.name,
+    )
+    assert not batch.no_valid_observation and list(batch.classes) == fusion.classes
+    for prediction in batch.predictions:
+        s2, s1 = optical[int(prediction.entity_id)], radar[int(prediction.entity_id)]
+        assert prediction.observations == len(s2) + len(s1)
+        assert prediction.season_days == day
+        inputs = {  # the same parcel's two seasons, assembled here, in process
+            "pixels": np.stack([v for _, v, _ in s2])[None],
+            "pixel_mask": np.ones((1, len(s2), 16), np.float32),
+            "positions": np.array([[d for d, _, _ in s2]], np.float32),
+            "geomfeat": s2[-1][2][None].astype(np.float32),
+            "s1": np.stack([v for _, v, _ in s1])[None],
+            "s1_valid": np.ones((1, len(s1)), np.float32),
+            "s1_positions": np.array([[d for d, _, _ in s1]], np.float32),
+        }
+        expected, _ = fusion.model.infer(inputs, "probabilities")
+        np.testing.assert_allclose(prediction.probabilities, expected[0], atol=1e-5)
+    rows = rows_for(batch)
+    assert rows.table == "parcel_prediction" and len(rows.rows) == len(batch.predictions)
+    assert {c[0] for c in rows.classes} == {"psetae_s1s2"}
+    return list(batch.predictions)
+
+
 def test_each_radar_pass_predicts_from_both_seasons_so_far(demo_parcel_season: Season) -> None:
     store, fusion = demo_parcel_season.store, _fusion()
     drift = DriftMetrics(CollectorRegistry())
@@ -66,40 +107,89 @@ def test_each_radar_pass_predicts_from_both_seasons_so_far(demo_parcel_season: S
         (out,) = handle_observation(event, store, NoLcz(), drift=drift, fusion=fusion)
         batch = out.event
         assert isinstance(batch, pb.PredictionBatch) and out.key == f"aoi:{AOI}".encode()
-        assert (batch.indicator, batch.model_name, batch.model_version) == (
-            "crop_type_s1s2",
-            "psetae_s1s2",
-            FUSION.name,
-        )
-        day = _day(event)
-        optical = _history(store, demo_parcel_season.optical, day, 10000.0)
-        radar = _history(store, demo_parcel_season.radar, day, 1.0)
-        observed = [int(i) for i in store.get_array(event.parcels.parcel_ids)]
         # every parcel this radar pass observed has an optical pass (November is valid)
-        assert [p.entity_id for p in batch.predictions] == [str(i) for i in observed]
-        assert not batch.no_valid_observation and list(batch.classes) == fusion.classes
-        for prediction in batch.predictions:
-            s2, s1 = optical[int(prediction.entity_id)], radar[int(prediction.entity_id)]
-            assert prediction.observations == len(s2) + len(s1)
-            assert prediction.season_days == day
-            inputs = {  # the same parcel's two seasons, assembled here, in process
-                "pixels": np.stack([v for _, v, _ in s2])[None],
-                "pixel_mask": np.ones((1, len(s2), 16), np.float32),
-                "positions": np.array([[d for d, _, _ in s2]], np.float32),
-                "geomfeat": s2[-1][2][None].astype(np.float32),
-                "s1": np.stack([v for _, v, _ in s1])[None],
-                "s1_valid": np.ones((1, len(s1)), np.float32),
-                "s1_positions": np.array([[d for d, _, _ in s1]], np.float32),
-            }
-            expected, _ = fusion.model.infer(inputs, "probabilities")
-            np.testing.assert_allclose(prediction.probabilities, expected[0], atol=1e-5)
-        rows = rows_for(batch)
-        assert rows.table == "parcel_prediction" and len(rows.rows) == len(observed)
-        assert {c[0] for c in rows.classes} == {"psetae_s1s2"}
+        observed = [str(int(i)) for i in store.get_array(event.parcels.parcel_ids)]
+        assert [p.entity_id for p in batch.predictions] == observed
+        predictions = _assert_both_seasons_so_far(demo_parcel_season, event, batch, fusion)
     # the October radar pass used the whole season: 10 optical passes and 12 radar ones
-    assert max(p.observations for p in batch.predictions) == 10 + 12
+    assert max(p.observations for p in predictions) == 10 + 12
     shift = drift.max_shift.labels("psetae_s1s2", AOI)._value.get()
     assert np.isfinite(shift) and shift > 0
+
+
+def test_a_late_optical_pass_revises_the_s1s2_prediction(late_optical_season: Season) -> None:
+    """Each month's radar pass is handled first: its S1+S2 prediction lacks the optical
+    pass of that date, which then gives the S1+S2 prediction from both, with one pass more
+    (the store keeps that one: `writer.CROP_KEPT`)."""
+    store, fusion = late_optical_season.store, _fusion()
+    drift = DriftMetrics(CollectorRegistry())
+    assert list(late_optical_season.optical[0].aoi.sensors) == ["sentinel-2", "sentinel-1"]
+    radar_of = {_day(e): e for e in late_optical_season.radar}
+    revised = 0
+    for event in late_optical_season.optical:
+        if event.no_valid_observation:  # December and January: no data
+            continue
+        # the S2 model and the S1+S2 one, in that order; no biophysical model given
+        crop, fused = handle_observation(
+            event, store, NoLcz(), crops=_crops(), drift=drift, fusion=fusion
+        )
+        assert isinstance(fused.event, pb.PredictionBatch) and fused.key == crop.key
+        assert isinstance(crop.event, pb.PredictionBatch) and crop.event.indicator == "crop_type"
+        predictions = _assert_both_seasons_so_far(late_optical_season, event, fused.event, fusion)
+        (radar,) = handle_observation(radar_of[_day(event)], store, NoLcz(), fusion=fusion)
+        assert isinstance(radar.event, pb.PredictionBatch)
+        before = {p.entity_id: p.observations for p in radar.event.predictions}
+        if _day(event) == 0:  # November: the radar pass came before any optical one
+            assert radar.event.no_valid_observation and not before
+        else:
+            assert {p.entity_id: p.observations - 1 for p in predictions} == before
+        revised += len(predictions)
+    assert revised == 10 * 34  # every parcel on each of the 10 valid optical passes
+    # the optical pass's pixel sets against the fusion model's Sentinel-2 statistics
+    assert drift.shift.labels("psetae_s1s2", AOI, "B04")._value.get() != 0
+
+
+def test_each_optical_pass_in_catalog_order_predicts_from_both_seasons_so_far(
+    demo_parcel_season: Season,
+) -> None:
+    """In the catalog's order a month's optical pass comes before its radar pass: it
+    reads the radar passes of the months before."""
+    store, fusion = demo_parcel_season.store, _fusion()
+    observed = []
+    for event in demo_parcel_season.optical[1:]:  # November's is the season's first pass
+        if event.no_valid_observation:
+            continue
+        (fused,) = handle_observation(event, store, NoLcz(), fusion=fusion)
+        assert isinstance(fused.event, pb.PredictionBatch)
+        predictions = _assert_both_seasons_so_far(demo_parcel_season, event, fused.event, fusion)
+        observed.append(max(p.observations for p in predictions))
+    # February: 2 optical passes (November, February) and 3 radar ones (November ..
+    # January); October: the 10 valid optical passes and 11 radar ones
+    assert observed[0] == 2 + 3 and observed[-1] == 10 + 11
+
+
+def test_the_first_optical_pass_of_a_season_says_it_has_no_radar_pass(
+    demo_parcel_season: Season,
+) -> None:
+    first = demo_parcel_season.optical[0]
+    fusion = _fusion()
+    (fused,) = handle_observation(first, demo_parcel_season.store, NoLcz(), fusion=fusion)
+    assert isinstance(fused.event, pb.PredictionBatch)
+    assert fused.event.indicator == "crop_type_s1s2" and fused.event.no_valid_observation
+    assert "have no Sentinel-1 pass in the season yet" in fused.event.notes[-1]
+    assert isinstance(fusion.model, LocalModel) and fusion.model.calls == 0
+
+
+def test_an_aoi_watched_by_sentinel2_alone_gets_no_s1s2_prediction(
+    demo_parcel_season: Season,
+) -> None:
+    alone = pb.ObservationBatch()
+    alone.CopyFrom(demo_parcel_season.optical[0])
+    del alone.aoi.sensors[:]
+    alone.aoi.sensors.append("sentinel-2")
+    fusion = _fusion()
+    assert handle_observation(alone, demo_parcel_season.store, NoLcz(), fusion=fusion) == []
+    assert isinstance(fusion.model, LocalModel) and fusion.model.calls == 0
 
 
 def test_a_replayed_radar_pass_reads_the_passes_it_read_first(demo_parcel_season: Season) -> None:

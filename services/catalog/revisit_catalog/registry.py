@@ -28,15 +28,39 @@ INDICATORS_OF_KIND = {
     "parcels": ("crop_type", "parcel_biophysics"),
     "region": ("land_cover", "biophysics"),
 }
-#: ... and from a Sentinel-1 pass: the S1+S2 crop type of the parcels it observed.
+#: ... and from a Sentinel-1 pass: the S1+S2 crop type of the parcels it observed
+#: (which a Sentinel-2 pass revises too).
 S1_INDICATORS_OF_KIND = {"parcels": ("crop_type_s1s2",)}
 
 
-def indicators_of(kind: str, sensor: str) -> tuple[str, ...]:
-    """The indicators a pass of `sensor` gives an AOI of `kind`."""
-    if sensor == SENTINEL1 and kind in S1_INDICATORS_OF_KIND:
-        return S1_INDICATORS_OF_KIND[kind]
-    return INDICATORS_OF_KIND.get(kind, (kind,))
+def indicators_of(aoi: pb.Aoi, sensor: str) -> tuple[str, ...]:
+    """The indicators a pass of `sensor` gives `aoi`: those of its kind, and a Sentinel-2
+    pass also those of the Sentinel-1 passes where the AOI is watched with both."""
+    if sensor == SENTINEL1 and aoi.kind in S1_INDICATORS_OF_KIND:
+        return S1_INDICATORS_OF_KIND[aoi.kind]
+    optical = INDICATORS_OF_KIND.get(aoi.kind, (aoi.kind,))
+    if SENTINEL1 in aoi.sensors:
+        return optical + S1_INDICATORS_OF_KIND.get(aoi.kind, ())
+    return optical
+
+
+def watched_aoi(
+    name: str,
+    kind: str,
+    geometry_wkt: str,
+    collections: Iterable[str],
+    season: tuple[str, str] | None,
+) -> pb.Aoi:
+    """The AOI as events carry it, with the sensors of its collections."""
+    sensors = sorted({COLLECTIONS[c] for c in collections if c in COLLECTIONS}, reverse=True)
+    return pb.Aoi(
+        name=name,
+        kind=kind,
+        geometry_wkt=geometry_wkt,
+        season_start=season[0] if season else "",
+        season_end=season[1] if season else "",
+        sensors=sensors,
+    )
 
 
 class SubscriptionError(ValueError):
@@ -99,13 +123,7 @@ def make_subscription(
         raise SubscriptionError(f"AOI {name!r}: max cloud cover {max_cloud_cover} is not 0..100")
     try:
         return Subscription(
-            pb.Aoi(
-                name=name,
-                kind=kind,
-                geometry_wkt=geometry_wkt,
-                season_start=season[0] if season else "",
-                season_end=season[1] if season else "",
-            ),
+            watched_aoi(name, kind, geometry_wkt, chosen, season),
             chosen,
             max_cloud_cover,
             season,
@@ -174,22 +192,13 @@ def subscriptions(engine: Engine, names: Iterable[str] | None = None) -> list[Su
     ).order_by(Aoi.id)
     if names is not None:
         query = query.where(Aoi.name.in_(list(names)))
+    subs = []
     with engine.connect() as conn:
-        return [
-            Subscription(
-                pb.Aoi(
-                    name=name,
-                    kind=kind,
-                    geometry_wkt=geom_wkt,
-                    season_start=start or "",
-                    season_end=end or "",
-                ),
-                tuple(collections),
-                max_cloud,
-                (start, end) if start and end else None,
-            )
-            for name, kind, geom_wkt, collections, max_cloud, start, end in conn.execute(query)
-        ]
+        for name, kind, geom_wkt, collections, max_cloud, start, end in conn.execute(query):
+            season = (start, end) if start and end else None
+            aoi = watched_aoi(name, kind, geom_wkt, collections, season)
+            subs.append(Subscription(aoi, tuple(collections), max_cloud, season))
+    return subs
 
 
 def published(engine: Engine, acquisition_keys: Iterable[str]) -> dict[tuple[str, str], Published]:
@@ -271,7 +280,7 @@ def mark_published(engine: Engine, events: Iterable[pb.SceneDiscovered]) -> None
     with engine.begin() as conn:
         for event in events:
             aoi_id = select(Aoi.id).where(Aoi.name == event.aoi.name).scalar_subquery()
-            for indicator in indicators_of(event.aoi.kind, event.sensor):
+            for indicator in indicators_of(event.aoi, event.sensor):
                 conn.execute(
                     insert(SceneProcessing)
                     .values(

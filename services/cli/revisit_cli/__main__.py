@@ -58,7 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     months = len(read_cube().dates)
     # each month has one pass of each collection (Sentinel-2 and Sentinel-1)
     per_month = sum(
-        len(indicators_of(s.aoi.kind, COLLECTIONS[c]))
+        len(indicators_of(s.aoi, COLLECTIONS[c]))
         for s in load_subscriptions(services.catalog_aoi_file)
         for c in s.collections
     )

@@ -40,18 +40,20 @@ class StageMark(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Aoi(_message.Message):
-    __slots__ = ("name", "kind", "geometry_wkt", "season_start", "season_end")
+    __slots__ = ("name", "kind", "geometry_wkt", "season_start", "season_end", "sensors")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_WKT_FIELD_NUMBER: _ClassVar[int]
     SEASON_START_FIELD_NUMBER: _ClassVar[int]
     SEASON_END_FIELD_NUMBER: _ClassVar[int]
+    SENSORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     geometry_wkt: str
     season_start: str
     season_end: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., geometry_wkt: _Optional[str] = ..., season_start: _Optional[str] = ..., season_end: _Optional[str] = ...) -> None: ...
+    sensors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., geometry_wkt: _Optional[str] = ..., season_start: _Optional[str] = ..., season_end: _Optional[str] = ..., sensors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BandAsset(_message.Message):
     __slots__ = ("band", "href", "scale", "offset", "nodata", "has_nodata", "quantity")

@@ -10,7 +10,12 @@ import numpy.typing as npt
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.events import PREDICTIONS_TOPIC, derived_header, partition_key
+from revisit_common.events import (
+    PREDICTIONS_TOPIC,
+    SENTINEL1,
+    derived_header,
+    partition_key,
+)
 from revisit_common.payload import PayloadStore
 from revisit_common.runtime import Output
 from revisit_inference.areas import predict_biophysics, predict_land_cover
@@ -67,6 +72,7 @@ def handle_observations(
         "parcel_pixels": [
             ("crop_type", crops, predict_crops),
             ("parcel_biophysics", bio, predict_parcel_biophysics),
+            ("crop_type_s1s2", fusion, predict_fused_crops),
         ],
         "region_pixels": [
             ("biophysics", bio, predict_biophysics),
@@ -81,7 +87,11 @@ def handle_observations(
         if batch.kind == "lcz_patches":
             patches.append((i, _lcz_patches(batch, store)))
         elif batch.kind in indicators:
-            served = [(n, m, p) for n, m, p in indicators[batch.kind] if m is not None]
+            served = [
+                (n, m, p)
+                for n, m, p in indicators[batch.kind]
+                if m is not None and _expected(batch, n)
+            ]
             if not served:
                 log.info("inference: no model serves %s observations yet, skipped", batch.kind)
             outputs[i] = []
@@ -107,6 +117,16 @@ def handle_observations(
         outputs[i] = [_lcz_output(batches[i], lcz.model_name, part, version if len(mine) else "")]
         start += len(mine)
     return [outputs[i] for i in range(len(batches))]
+
+
+def _expected(batch: pb.ObservationBatch, indicator: str) -> bool:
+    """Whether the catalog expects `indicator` of this pass: a Sentinel-2 pass gives the
+    S1+S2 crop type only to an AOI watched with Sentinel-1 as well."""
+    return (
+        indicator != "crop_type_s1s2"
+        or batch.kind == "parcel_s1"
+        or (SENTINEL1 in batch.aoi.sensors)
+    )
 
 
 def _lcz_patches(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArray[np.float32]:

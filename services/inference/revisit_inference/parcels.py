@@ -8,9 +8,10 @@ and its geometric features. Parcels of a batch are padded to the longest season,
 the model's masks expect. Each prediction carries the number of passes it used and the
 season's length so far: an early-season prediction is recognisable as one.
 
-A Sentinel-1 pass (`parcel_s1`) gets the S1+S2 model where both seasons exist: the
-passes of both sensors that its `season_series` names (those preprocess had when it
-added this pass, up to its date), the radar statistics in their own series.
+A pass of either sensor also gets the S1+S2 model where both seasons exist: the passes
+of both sensors that its `season_series` names (those preprocess had when it added this
+pass, up to its date), the radar statistics in their own series. So a Sentinel-2 pass
+after radar passes revises the S1+S2 prediction too, not only the S2 one.
 
 Biophysics of the same parcels (LAI, CCC, FCOVER) come from this pass alone: the
 PROSAIL-trained model on each parcel's sampled valid pixels, averaged.
@@ -167,14 +168,21 @@ def predict_crops(
         crops, season.inputs, season.parcel_ids, season.observations, season.season_days, out
     )
     out.season = batch.parcels.season
-    # this pass is the last of each parcel's season so far: its pixels, (P·S, C)
-    pixels = season.inputs["pixels"]
-    latest = pixels[np.arange(len(pixels)), season.observations - 1]
     return Predicted(
         probabilities,
-        latest.transpose(0, 2, 1).reshape(-1, latest.shape[1]),
+        _latest_pixels(season.inputs["pixels"], season.observations),
         s2_reference(crops.statistics, day_of_season(batch)),
     )
+
+
+def _latest_pixels(
+    pixels: npt.NDArray[np.float32], passes: npt.NDArray[np.int32]
+) -> npt.NDArray[np.float32]:
+    """The pixels (P·S, C) of each parcel's last pass (this one) of `pixels` (P, T, C, S),
+    where the parcel has `passes` passes."""
+    latest = pixels[np.arange(len(pixels)), passes - 1]
+    flat: npt.NDArray[np.float32] = latest.transpose(0, 2, 1).reshape(-1, latest.shape[1])
+    return flat
 
 
 def _crop_predictions(
@@ -213,13 +221,16 @@ def _crop_predictions(
 def predict_fused_crops(
     batch: pb.ObservationBatch, store: PayloadStore, fusion: ServedModel, out: pb.PredictionBatch
 ) -> Prediction:
-    """Fill `out` with the S1+S2 crop type of the parcels this Sentinel-1 pass observed:
-    both seasons so far, as the pass's `season_series` names them. A parcel without a
-    Sentinel-2 pass yet is left out (a note counts them); each prediction's
-    `observations` counts the passes of both sensors (None when none is left)."""
+    """Fill `out` with the S1+S2 crop type of the parcels this pass (of either sensor)
+    observed: both seasons so far, as the pass's `season_series` names them. A parcel
+    without a pass of the other sensor yet is left out (a note counts them); each
+    prediction's `observations` counts the passes of both sensors (None when none is
+    left). The drift of the inputs is this pass's own: its radar statistics, or its
+    pixel sets against the model's Sentinel-2 statistics."""
     observation = batch.parcels
+    radar_pass = batch.kind == "parcel_s1"
     features = list(fusion.statistics["s1"]["features"])
-    if list(observation.channels) != features:
+    if radar_pass and list(observation.channels) != features:
         out.no_valid_observation = True
         out.notes.append(
             f"this pass has {list(observation.channels)}; {fusion.name} reads {features} "
@@ -235,9 +246,10 @@ def predict_fused_crops(
     s2, geomfeat = _gather(store, optical, ids, start, PIXEL_SET_SCALE)
     keep = np.array([bool(a) and bool(b) for a, b in zip(s1, s2, strict=True)])
     if (~keep).any():
+        other = "Sentinel-2" if radar_pass else "Sentinel-1"
         out.notes.append(
             f"{int((~keep).sum())} of the {len(ids)} parcels this pass observed have no "
-            "Sentinel-2 pass in the season yet: no S1+S2 prediction for them"
+            f"{other} pass in the season yet: no S1+S2 prediction for them"
         )
     out.season = observation.season
     if not keep.any():
@@ -257,10 +269,15 @@ def predict_fused_crops(
         ),
         out,
     )
-    values = store.get_array(observation.values).astype(np.float32)  # this pass's, (P, F)
-    stats = fusion.statistics["s1"]
+    if radar_pass:
+        values = store.get_array(observation.values).astype(np.float32)  # this pass's, (P, F)
+        stats = fusion.statistics["s1"]
+        reference = Reference.of(features, stats["mean"], stats["std"])
+        return Predicted(probabilities, values[keep], reference)
     return Predicted(
-        probabilities, values[keep], Reference.of(features, stats["mean"], stats["std"])
+        probabilities,
+        _latest_pixels(inputs["pixels"], np.array([len(s) for s in s2_kept], np.int32)),
+        s2_reference(fusion.statistics, day_of_season(batch)),
     )
 
 

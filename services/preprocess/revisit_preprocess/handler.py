@@ -8,9 +8,9 @@ What a scene becomes depends on the AOI it was discovered for and on its sensor:
 | `parcels` | pixel sets (`parcel_pixels`)      | backscatter per parcel (`parcel_s1`)|
 | `region`  | per-pixel inputs (`region_pixels`)| nothing (logged)                    |
 
-A `parcel_s1` observation also names the AOI's season series of both sensors as they
-are when its pass is added (`ParcelObservation.season_series`): the passes the S1+S2
-crop model of that radar pass reads.
+A parcel observation of either sensor also names the AOI's season series of both
+sensors as they are when its pass is added (`ParcelObservation.season_series`): the
+passes the S1+S2 crop model of that pass reads.
 
 A scene that leaves the AOI without any valid pixel (clouds, no data, outside the
 rasters) gives an event with `no_valid_observation` set and a note saying why.
@@ -199,11 +199,6 @@ def _parcel_backscatter(
     except UncalibratedError as exc:
         return _nothing(batch, str(exc))
     _fill_parcels(batch, scene, store, "parcel_s1", stats, 1.0)
-    if not batch.no_valid_observation:  # what the S1+S2 model of this pass will read
-        acquired = to_datetime(scene.header.acquired_at).date()
-        batch.parcels.season_series.extend(
-            season_snapshot(store, scene.aoi.name, batch.parcels.season, acquired)
-        )
     return batch
 
 
@@ -253,6 +248,8 @@ def _fill_parcels(
         getattr(out, name).CopyFrom(refs[name])
     out.series_key = series
     out.series_length = append_pass(store, series, acquired, scene, refs, value_scale)
+    # what the S1+S2 model of this pass will read: both sensors' passes up to its date
+    out.season_series.extend(season_snapshot(store, scene.aoi.name, season, acquired.date()))
 
 
 def _region(
