@@ -107,7 +107,10 @@ def app(stack: StackConfig) -> Iterator[ServiceApp]:
 
 
 def subscribe(engine: Engine, name: str, *collections: str) -> Subscription:
-    sub = make_subscription(name, "region", WORLD, collections)
+    """An AOI over the whole world: a region, or parcels where Sentinel-1 is watched (only
+    the S1+S2 crop type reads it)."""
+    kind = "parcels" if "sentinel-1-grd" in collections else "region"
+    sub = make_subscription(name, kind, WORLD, collections)
     save_subscriptions(engine, [sub])
     return sub
 
@@ -131,7 +134,7 @@ def acquisitions(features: list[dict[str, Any]], collections: tuple[str, ...]) -
     ("recorded", "collections"),
     [
         (EARTH_SEARCH_S2, ("sentinel-2-l2a", "sentinel-2-c1-l2a")),
-        (EARTH_SEARCH_S1, ("sentinel-1-grd",)),
+        (EARTH_SEARCH_S1, ("sentinel-1-grd", "sentinel-2-l2a")),
         (PLANETARY_COMPUTER, ("sentinel-2-l2a",)),
     ],
     ids=["earth-search-v1-s2", "earth-search-v1-s1", "planetary-computer-s2"],
@@ -388,7 +391,7 @@ def test_aoi_add_and_list(
         cli_main(
             [
                 *add,
-                "--collections=sentinel-2-l2a,sentinel-1-grd",
+                "--collections=sentinel-2-l2a,sentinel-2-c1-l2a",
                 "--max-cloud=60",
                 "--season=10-01:03-31",
             ]
@@ -398,14 +401,19 @@ def test_aoi_add_and_list(
     assert cli_main(["aoi", "list", db]) == 0
     listed = capsys.readouterr().out
     assert "ouagadougou" in listed and "10-01:03-31" in listed and "60 %" in listed
-    assert "sentinel-2-l2a, sentinel-1-grd" in listed and "1 AOI(s)" in listed
+    assert "sentinel-2-l2a, sentinel-2-c1-l2a" in listed and "1 AOI(s)" in listed
     (sub,) = subscriptions(engine, ["ouagadougou"])
-    assert sub.collections == ("sentinel-2-l2a", "sentinel-1-grd")
+    assert sub.collections == ("sentinel-2-l2a", "sentinel-2-c1-l2a")
     assert sub.max_cloud_cover == 60 and sub.season == ("10-01", "03-31")
     assert sub.geometry.area == pytest.approx(0.08 * 0.07)
     # mistakes are refused with the reason, and change nothing
     assert cli_main([*add, "--collections=sentinel-2-l1c"]) == 2
     assert "unknown collections ['sentinel-2-l1c']" in capsys.readouterr().out
+    # radar for a city: no indicator would read it (its passes would never complete)
+    assert cli_main([*add, "--collections=sentinel-2-l2a,sentinel-1-grd"]) == 2
+    assert "no indicator of a city AOI reads Sentinel-1" in capsys.readouterr().out
+    assert cli_main([*add, "--kind=parcels", "--collections=sentinel-1-grd"]) == 2
+    assert "needs Sentinel-2 passes (the S1+S2 crop type too)" in capsys.readouterr().out
     assert cli_main([*add, "--max-cloud=120"]) == 2
     assert cli_main([*add, "--season=13-01:02-01"]) == 2
     utm = tmp_path / "utm.geojson"
@@ -413,3 +421,11 @@ def test_aoi_add_and_list(
     assert cli_main(["aoi", "add", "utm", str(utm), "--kind=city", db]) == 2
     assert "not longitude/latitude" in capsys.readouterr().out
     assert subscriptions(engine, ["ouagadougou"]) == [sub]
+    # one stored before the check (or by hand) is watched without what it cannot use
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE aoi SET collections = :c WHERE name = 'ouagadougou'"),
+            {"c": ["sentinel-2-l2a", "sentinel-1-grd"]},
+        )
+    (kept,) = subscriptions(engine, ["ouagadougou"])
+    assert kept.collections == ("sentinel-2-l2a",) and list(kept.aoi.sensors) == ["sentinel-2"]

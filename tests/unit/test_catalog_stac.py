@@ -14,7 +14,7 @@ import shapely
 import shapely.geometry
 
 from revisit_catalog.handler import Published, Subscription, discover
-from revisit_catalog.registry import indicators_of, make_subscription
+from revisit_catalog.registry import SubscriptionError, indicators_of, make_subscription
 from revisit_catalog.stac import S2_BANDS, map_item, scene_event, version_of
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
@@ -167,6 +167,14 @@ def test_an_s1_asset_says_its_encoding_and_a_composite_has_no_orbit() -> None:
         "crop_type_s1s2",
     )
     assert indicators_of(both, event.sensor) == ("crop_type_s1s2",)
+    # radar nobody reads (a city's passes would never complete), or radar alone: refused
+    for kind, collections, why in (
+        ("city", ("sentinel-2-l2a", "sentinel-1-rtc"), "no indicator of a city AOI reads"),
+        ("region", ("sentinel-1-grd", "sentinel-2-l2a"), "no indicator of a region AOI reads"),
+        ("parcels", ("sentinel-1-grd",), "needs Sentinel-2 passes"),
+    ):
+        with pytest.raises(SubscriptionError, match=why):
+            make_subscription("fields", kind, "POINT (0 0)", collections)
     for asset in composite.assets.values():
         asset.extra_fields["revisit:quantity"] = "decibels"
     with pytest.raises(PoisonError, match="revisit:quantity 'decibels'"):

@@ -4,6 +4,7 @@ published for which AOI, and the search cursors."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,9 @@ from revisit_catalog.handler import Published, Subscription
 from revisit_catalog.stac import COLLECTIONS, version
 from revisit_common import events_pb2 as pb
 from revisit_common.db.models import AOI_KINDS, Aoi, CatalogCursor, Scene, SceneProcessing
-from revisit_common.events import SENTINEL1, to_datetime
+from revisit_common.events import SENTINEL1, SENTINEL2, to_datetime
+
+log = logging.getLogger("revisit_catalog")
 
 #: The indicators each kind of AOI gets from a Sentinel-2 pass: one `scene_processing`
 #: record each, completed by the store when that indicator's predictions are committed.
@@ -42,6 +45,22 @@ def indicators_of(aoi: pb.Aoi, sensor: str) -> tuple[str, ...]:
     if SENTINEL1 in aoi.sensors:
         return optical + S1_INDICATORS_OF_KIND.get(aoi.kind, ())
     return optical
+
+
+def unusable_collections(kind: str, collections: Iterable[str]) -> tuple[list[str], str]:
+    """The collections no indicator of an AOI of `kind` would read, and why (every kind
+    needs Sentinel-2; only a parcels AOI's S1+S2 crop type reads Sentinel-1 as well)."""
+    chosen = list(collections)
+    sensors = {COLLECTIONS.get(c) for c in chosen}
+    if SENTINEL2 not in sensors:
+        return chosen, (
+            f"every indicator of a {kind} AOI needs Sentinel-2 passes (the S1+S2 crop type "
+            "too); add a Sentinel-2 collection"
+        )
+    if kind not in S1_INDICATORS_OF_KIND:
+        radar = [c for c in chosen if COLLECTIONS.get(c) == SENTINEL1]
+        return radar, f"no indicator of a {kind} AOI reads Sentinel-1 (only a parcels AOI's)"
+    return [], ""
 
 
 def watched_aoi(
@@ -119,6 +138,9 @@ def make_subscription(
         raise SubscriptionError(
             f"AOI {name!r}: unknown collections {unknown} (known: {sorted(COLLECTIONS)})"
         )
+    unusable, why = unusable_collections(kind, chosen)
+    if unusable:
+        raise SubscriptionError(f"AOI {name!r}: {unusable}: {why}")
     if max_cloud_cover is not None and not 0 <= max_cloud_cover <= 100:
         raise SubscriptionError(f"AOI {name!r}: max cloud cover {max_cloud_cover} is not 0..100")
     try:
@@ -196,6 +218,12 @@ def subscriptions(engine: Engine, names: Iterable[str] | None = None) -> list[Su
     with engine.connect() as conn:
         for name, kind, geom_wkt, collections, max_cloud, start, end in conn.execute(query):
             season = (start, end) if start and end else None
+            unusable, why = unusable_collections(kind, collections)
+            if unusable:  # stored by hand, or before `make_subscription` refused them
+                log.warning("catalog: AOI %s: %s not searched: %s", name, unusable, why)
+                collections = [c for c in collections if c not in unusable]
+                if not collections:
+                    continue
             aoi = watched_aoi(name, kind, geom_wkt, collections, season)
             subs.append(Subscription(aoi, tuple(collections), max_cloud, season))
     return subs
