@@ -130,6 +130,28 @@ def late_optical_season(
     return _preprocessed_season(scenes, PayloadStore(tmp_path_factory.mktemp("late")))
 
 
+#: The demo passes' month that `late_pass_season` handles late, and the month after which
+LATE_MONTH, HANDLED_AFTER = 2, 5
+
+
+@pytest.fixture(scope="session")
+def late_pass_season(
+    demo_aoi_scenes: dict[str, list[pb.SceneDiscovered]], tmp_path_factory: pytest.TempPathFactory
+) -> Season:
+    """The catalog's order, but February 2021's Sentinel-2 pass handled after May's
+    passes: a pass published late, after the passes dated after it."""
+    scenes = list(demo_aoi_scenes["hesbaye-parcels"])
+    (late,) = [
+        s
+        for s in scenes
+        if s.sensor != SENTINEL1 and s.header.acquired_at.ToDatetime().month == LATE_MONTH
+    ]
+    scenes.remove(late)
+    months = [s.header.acquired_at.ToDatetime().month for s in scenes]
+    scenes.insert(len(months) - months[::-1].index(HANDLED_AFTER), late)
+    return _preprocessed_season(scenes, PayloadStore(tmp_path_factory.mktemp("late-pass")))
+
+
 def _preprocessed_season(scenes: list[pb.SceneDiscovered], store: PayloadStore) -> Season:
     """The scenes through the real preprocess handler in this order (16 pixels a set)."""
     parcels = [Parcel(i + 1, r.geometry) for i, r in enumerate(demo_parcels())]

@@ -11,10 +11,13 @@ indicators: LCZ, crop type (S2, and S1+S2), land cover, biophysics.
 - Triton stopped in the middle of a run (after the first six passes) holds the chain:
   nothing more is stored, nothing goes to a DLQ; once it is back, the run ends with
   exactly the rows of the undisturbed run (counts and checksums).
+- A pass published after every other pass of the season is stored (February's optical
+  one) leaves each parcel's latest crop types as the in-order run has them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -136,6 +139,25 @@ class Run:
     dead_letters: int
     series: dict[str, int]  # metric name of a dashboard or rule -> series in Prometheus
     panels: list[tuple[str, str, str, int]]  # dashboard, panel, expr, series it returned
+    latest: list[tuple[Any, ...]]  # `latest_crops`
+
+
+def latest_crops(engine: Engine) -> list[tuple[Any, ...]]:
+    """Each parcel's newest crop type of each model (those `parcel_latest` chooses from):
+    parcel, model, time, class, passes, season days, confidence (to 4 decimals), and not
+    the scene it came with."""
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    "SELECT DISTINCT ON (parcel_id, model_name) parcel_id, model_name, "
+                    "acquired_at, class_code, observations, season_days, "
+                    "round(confidence::numeric, 4) FROM parcel_prediction "
+                    "ORDER BY parcel_id, model_name, acquired_at DESC, observations DESC"
+                )
+            )
+        ]
 
 
 def prometheus_series(stack: StackConfig, query: str) -> int:
@@ -194,7 +216,7 @@ def undisturbed(
         replay_store(stack, services, start)
         assert checksums(engine) == before
         assert dead_letters(stack.kafka_bootstrap) == letters
-        yield Run(before, letters, series, panels)
+        yield Run(before, letters, series, panels, latest_crops(engine))
     finally:
         stop_services(stack)
         engine.dispose()
@@ -446,4 +468,56 @@ def test_triton_restarted_mid_run_gives_identical_results(
         )
     finally:
         up(stack, ["triton"])
+        stop_services(stack)
+
+
+def test_a_pass_published_late_leaves_the_latest_crop_types_of_the_in_order_run(
+    stack: StackConfig, engine: Engine, undisturbed: Run, shared_tmp: Path
+) -> None:
+    """February's Sentinel-2 item appears in the catalog only once the season's other 23
+    passes are stored: its own predictions, and the crop types as of October that it
+    revises, leave every parcel's latest prediction of each model as in the undisturbed
+    run (which had it in order)."""
+    catalog = build_catalog(shared_tmp / "late-catalog")
+    complete = catalog.read_text()
+    late = "WORLDCEREAL_S2_31UFS_20210201_MONTHLY"
+    without = json.loads(complete)
+    without["links"] = [link for link in without["links"] if late not in link["href"]]
+    assert len(without["links"]) == len(json.loads(complete)["links"]) - 1
+
+    def publish(text: str) -> None:  # in one rename: the catalog never reads half a file
+        staged = catalog.with_suffix(".json.new")
+        staged.write_text(text)
+        staged.replace(catalog)
+
+    publish(json.dumps(without))
+    services = ServicesConfig(
+        metrics_base_port=consecutive_free_ports(len(SERVICES)),
+        catalog_source=str(catalog),
+        catalog_poll_interval_s=1,
+        catalog_overlap="P3650D",  # each poll searches the last ten years again
+    )
+    fresh_run(stack, engine, services)
+    optical = len(S2_INDICATORS) + 1  # records of a Sentinel-2 pass, crop_type_s1s2 too
+    try:
+        wait_until(
+            lambda: completed(engine) == PASSES * INDICATORS - optical, 300, "23 passes stored"
+        )
+        before = latest_crops(engine)
+        publish(complete)
+        wait_until(lambda: completed(engine) == PASSES * INDICATORS, 120, "February stored")
+        # the revisions follow February's own predictions on the parcels' partition
+        with contextlib.suppress(AssertionError):  # the comparison below says what differs
+            wait_until(lambda: latest_crops(engine) == undisturbed.latest, 60, "revised")
+        after = latest_crops(engine)
+        changed = sum(a != b for a, b in zip(before, after, strict=True))
+        print(
+            f"\nlate February pass: {changed} of {len(after)} latest crop types (parcel x "
+            "model) changed, all as in the in-order run"
+        )
+        assert changed > 0
+        assert [r for r in after if r not in undisturbed.latest] == []
+        assert after == undisturbed.latest
+        assert dead_letters(stack.kafka_bootstrap) == undisturbed.dead_letters
+    finally:
         stop_services(stack)

@@ -369,6 +369,44 @@ def test_of_two_s1s2_predictions_at_one_instant_the_one_from_more_passes_stays(
         write(engine, rows_for(fewer))
 
 
+def test_a_revision_replaces_a_later_passs_rows_and_leaves_its_scene_record(
+    engine: Engine,
+) -> None:
+    """An older pass handled late re-predicts the crop type as of a later pass: those rows
+    are replaced (from one pass more), and that pass's scene record stays as it was."""
+    later = _published(engine, PARCELS_AOI)
+    ids = _parcels(engine, ["maize"] * 3)
+    write(engine, rows_for(crop_batch(later, ids, observations=7)))
+
+    def record() -> tuple[object, ...]:
+        with engine.connect() as conn:
+            return tuple(
+                conn.execute(
+                    text(
+                        "SELECT status, results, completed_at FROM scene_processing "
+                        "WHERE indicator = 'crop_type'"
+                    )
+                ).one()
+            )
+
+    before = record()
+    revision = crop_batch(later, ids[:2], observations=8)
+    revision.revision = True
+    for p in revision.predictions:
+        p.class_code = 2
+    write(engine, rows_for(revision))
+    with engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT parcel_id, observations, class_name FROM parcel_prediction ORDER BY 1")
+        ).all()
+    assert [tuple(r) for r in stored] == [
+        (ids[0], 8, "other"),
+        (ids[1], 8, "other"),
+        (ids[2], 7, CROPS[2]),
+    ]
+    assert record() == before  # 3 results, the first completion time
+
+
 def test_predictions_of_unknown_parcels_are_poison_and_write_nothing(engine: Engine) -> None:
     scene = _published(engine, PARCELS_AOI)
     with pytest.raises(PoisonError, match="name no entity"):

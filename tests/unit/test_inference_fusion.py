@@ -19,7 +19,7 @@ from revisit_inference.drift import DriftMetrics
 from revisit_inference.handler import handle_observation
 from revisit_inference.served import ServedModel
 from revisit_store.handler import rows_for
-from tests.conftest import Season
+from tests.conftest import LATE_MONTH, Season
 from tests.model_inputs import LocalModel, latest_version
 from tests.unit.test_inference_parcels import NoLcz
 
@@ -235,3 +235,64 @@ def test_a_vv_only_pass_is_not_given_to_the_vv_vh_model(demo_parcel_season: Seas
 def test_every_city_and_region_pass_keeps_its_tile_key() -> None:
     for kind in ("city", "region"):
         assert partition_key(pb.Aoi(name="x", kind=kind), "31UFS") == b"31UFS"
+
+
+def test_a_pass_handled_late_revises_the_crop_types_as_of_the_passes_after_it(
+    late_pass_season: Season, demo_parcel_season: Season
+) -> None:
+    """February's optical pass comes after May's passes: besides its own predictions, it
+    gives both crop types again as of the later passes it changes (`revision`), each what
+    the store kept at that instant when every pass came in order (of the two passes of a
+    date, the prediction from more passes: `writer.CROP_KEPT`)."""
+    crops, fusion = _crops(), _fusion()
+    (late,) = [
+        e
+        for e in late_pass_season.handled
+        if e.kind == "parcel_pixels" and e.header.acquired_at.ToDatetime().month == LATE_MONTH
+    ]
+    assert late_pass_season.handled.index(late) > 12  # after November .. May's 13 passes
+    outputs = handle_observation(late, late_pass_season.store, NoLcz(), crops=crops, fusion=fusion)
+    batches = [o.event for o in outputs]
+    assert all(isinstance(b, pb.PredictionBatch) for b in batches)
+    own = [b for b in batches if not b.revision]
+    revised = [b for b in batches if b.revision]
+    assert sorted(b.indicator for b in own) == ["crop_type", "crop_type_s1s2"]
+    assert {b.indicator for b in revised} == {"crop_type", "crop_type_s1s2"}
+    in_order = {e.header.scene_id: e for e in demo_parcel_season.handled}
+    late_day = late.header.acquired_at.ToDatetime()
+    model = {"crop_type": {"crops": crops}, "crop_type_s1s2": {"fusion": fusion}}
+    for batch in revised:
+        assert isinstance(batch, pb.PredictionBatch)
+        # as of a later pass: in order, the predictions of the passes of its date
+        assert late_day < batch.header.acquired_at.ToDatetime()
+        assert batch.header.scene_id in in_order
+        expected: dict[str, pb.Prediction] = {}
+        for then in demo_parcel_season.handled:
+            if then.header.acquired_at != batch.header.acquired_at:
+                continue
+            for out in handle_observation(
+                then, demo_parcel_season.store, NoLcz(), **model[batch.indicator]
+            ):
+                assert isinstance(out.event, pb.PredictionBatch)
+                for p in out.event.predictions:
+                    kept = expected.get(p.entity_id)
+                    if kept is None or p.observations > kept.observations:
+                        expected[p.entity_id] = p
+        assert batch.predictions and "handled after it" in batch.notes[-1]
+        for prediction in batch.predictions:
+            wanted = expected[prediction.entity_id]
+            assert prediction.observations == wanted.observations
+            assert prediction.season_days == wanted.season_days
+            np.testing.assert_allclose(prediction.probabilities, wanted.probabilities, atol=1e-5)
+        rows = rows_for(batch)
+        assert rows.outcome.revision and len(rows.rows) == len(batch.predictions)
+        assert rows.outcome.scene_id == batch.header.scene_id
+    print(
+        "\nlate February pass: "
+        + ", ".join(
+            f"{b.indicator} as of {b.header.acquired_at.ToDatetime():%Y-%m-%d} "
+            f"({len(b.predictions)} parcels, up to {max(p.observations for p in b.predictions)}"
+            " passes)"
+            for b in revised
+        )
+    )

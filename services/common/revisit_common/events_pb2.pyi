@@ -268,7 +268,7 @@ class Prediction(_message.Message):
     def __init__(self, entity_id: _Optional[str] = ..., geometry_wkt: _Optional[str] = ..., class_code: _Optional[int] = ..., confidence: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., observations: _Optional[int] = ..., season_days: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PredictionBatch(_message.Message):
-    __slots__ = ("header", "tile_id", "aoi", "indicator", "model_name", "model_version", "epsg", "predictions", "no_valid_observation", "notes", "classes", "season", "value_names")
+    __slots__ = ("header", "tile_id", "aoi", "indicator", "model_name", "model_version", "epsg", "predictions", "no_valid_observation", "notes", "classes", "season", "value_names", "revision")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     TILE_ID_FIELD_NUMBER: _ClassVar[int]
     AOI_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +282,7 @@ class PredictionBatch(_message.Message):
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     SEASON_FIELD_NUMBER: _ClassVar[int]
     VALUE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     header: Header
     tile_id: str
     aoi: Aoi
@@ -295,7 +296,8 @@ class PredictionBatch(_message.Message):
     classes: _containers.RepeatedScalarFieldContainer[str]
     season: str
     value_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., indicator: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., epsg: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., season: _Optional[str] = ..., value_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    revision: bool
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., indicator: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., epsg: _Optional[int] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ..., classes: _Optional[_Iterable[str]] = ..., season: _Optional[str] = ..., value_names: _Optional[_Iterable[str]] = ..., revision: _Optional[bool] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("stage", "source_topic", "partition", "offset", "key", "value", "error_type", "error", "failed_at", "value_cut_from")

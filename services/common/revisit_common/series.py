@@ -105,10 +105,10 @@ PARCEL_PRODUCTS = ("parcel_pixels", "parcel_s1")
 
 
 def season_snapshot(
-    store: PayloadStore, aoi: str, season: str, acquired_by: date
+    store: PayloadStore, aoi: str, season: str, acquired_by: date | None = None
 ) -> list[pb.SeriesPasses]:
     """Every parcel series of this AOI and season (each product, tile and orbit) with its
-    passes acquired up to `acquired_by`, as the store has them now."""
+    passes (those acquired up to `acquired_by`, if given), as the store has them now."""
     snapshot = []
     for product in PARCEL_PRODUCTS:
         prefix = f"{product}/{key_part(aoi)}/{season}/"
@@ -120,19 +120,27 @@ def season_snapshot(
             keys = [
                 p["acquisition_key"]
                 for p in read_series(store, key)
-                if date.fromisoformat(p["acquired_at"][:10]) <= acquired_by
+                if acquired_by is None or acquired_on(p) <= acquired_by
             ]
             if keys:
                 snapshot.append(pb.SeriesPasses(series_key=key, acquisition_keys=keys))
     return snapshot
 
 
+def acquired_on(series_pass: dict[str, Any]) -> date:
+    """The day a pass of a series manifest was acquired."""
+    return date.fromisoformat(series_pass["acquired_at"][:10])
+
+
 def snapshot_passes(
-    store: PayloadStore, snapshot: Iterable[pb.SeriesPasses], product: str
+    store: PayloadStore,
+    snapshot: Iterable[pb.SeriesPasses],
+    product: str,
+    acquired_by: date | None = None,
 ) -> list[dict[str, Any]]:
-    """The passes a snapshot names, of the series of one product, by date (a pass the
-    store no longer has is poison: its arrays are gone, the prediction cannot be made
-    again as it was)."""
+    """The passes a snapshot names, of the series of one product (and acquired up to
+    `acquired_by`, if given), by date (a pass the store no longer has is poison: its
+    arrays are gone, the prediction cannot be made again as it was)."""
     passes = []
     for entry in snapshot:
         if not entry.series_key.startswith(f"{product}/"):
@@ -144,6 +152,7 @@ def snapshot_passes(
                     f"pass {acquisition!r} of {entry.series_key!r} is no longer in the payload "
                     "store (past REVISIT_PAYLOAD_RETENTION_DAYS?)"
                 )
-            passes.append(by_key[acquisition])
+            if acquired_by is None or acquired_on(by_key[acquisition]) <= acquired_by:
+                passes.append(by_key[acquisition])
     passes.sort(key=lambda p: (p["acquired_at"], p["scene_id"]))
     return passes

@@ -1,4 +1,6 @@
-"""Inference as a plain function: one observation batch in, one prediction batch out."""
+"""Inference as a plain function: one observation batch in, its prediction batches out
+(one per indicator, and for a parcel pass that came late the crop types as of the later
+passes it changes: `PredictionBatch.revision`)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,12 @@ from revisit_common.runtime import Output
 from revisit_inference.areas import predict_biophysics, predict_land_cover
 from revisit_inference.drift import DriftMetrics
 from revisit_inference.parcels import (
+    Revision,
     predict_crops,
     predict_fused_crops,
     predict_parcel_biophysics,
+    revise_crops,
+    revise_fused_crops,
 )
 from revisit_inference.served import (
     MERGE_BYTES,
@@ -37,6 +42,10 @@ from revisit_inference.triton import Classifier
 PRODUCER = "inference"
 log = logging.getLogger(__name__)
 Predict = Callable[[pb.ObservationBatch, PayloadStore, ServedModel, pb.PredictionBatch], Prediction]
+#: The re-predictions as of later passes that a late pass changes (`revise_crops`).
+Revise = Callable[
+    [pb.ObservationBatch, PayloadStore, ServedModel, pb.PredictionBatch], list[Revision]
+]
 
 
 def handle_observation(
@@ -68,17 +77,17 @@ def handle_observations(
     together: the LCZ patches in one call, and the parcel and region indicators' inputs
     merged per model (`answer_all`, in rounds of at most `merge_bytes` of inputs); each
     call is cut to the model's max batch and its parts sent concurrently."""
-    indicators: dict[str, list[tuple[str, ServedModel | None, Predict]]] = {
+    indicators: dict[str, list[tuple[str, ServedModel | None, Predict, Revise | None]]] = {
         "parcel_pixels": [
-            ("crop_type", crops, predict_crops),
-            ("parcel_biophysics", bio, predict_parcel_biophysics),
-            ("crop_type_s1s2", fusion, predict_fused_crops),
+            ("crop_type", crops, predict_crops, revise_crops),
+            ("parcel_biophysics", bio, predict_parcel_biophysics, None),
+            ("crop_type_s1s2", fusion, predict_fused_crops, revise_fused_crops),
         ],
         "region_pixels": [
-            ("biophysics", bio, predict_biophysics),
-            ("land_cover", land, predict_land_cover),
+            ("biophysics", bio, predict_biophysics, None),
+            ("land_cover", land, predict_land_cover, None),
         ],
-        "parcel_s1": [("crop_type_s1s2", fusion, predict_fused_crops)],
+        "parcel_s1": [("crop_type_s1s2", fusion, predict_fused_crops, revise_fused_crops)],
     }
     outputs: dict[int, list[Output]] = {}
     patches: list[tuple[int, npt.NDArray[np.float32]]] = []
@@ -88,23 +97,31 @@ def handle_observations(
             patches.append((i, _lcz_patches(batch, store)))
         elif batch.kind in indicators:
             served = [
-                (n, m, p)
-                for n, m, p in indicators[batch.kind]
+                (n, m, p, r)
+                for n, m, p, r in indicators[batch.kind]
                 if m is not None and _expected(batch, n)
             ]
             if not served:
                 log.info("inference: no model serves %s observations yet, skipped", batch.kind)
             outputs[i] = []
-            for indicator, model, predict in served:
+            for indicator, model, predict, revise in served:
                 out = _prediction_batch(batch, indicator, model.name)
-                run = None if batch.no_valid_observation else predict(batch, store, model, out)
-                asked.append((i, model, out, run))
+                if batch.no_valid_observation:
+                    asked.append((i, model, out, None))
+                    continue
+                # the template of any revision, before `predict` fills `out`
+                template = _prediction_batch(batch, indicator, model.name)
+                asked.append((i, model, out, predict(batch, store, model, out)))
+                for revised, run in revise(batch, store, model, template) if revise else []:
+                    asked.append((i, model, revised, run))
         else:
             raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
     for (i, model, out, _), predicted in zip(
         asked, answer_all([a[3] for a in asked], merge_bytes), strict=True
     ):
-        if drift is not None and predicted is not None:
+        if out.revision and not out.predictions:
+            continue  # a revision that changed nothing (no parcel of both sensors)
+        if drift is not None and predicted is not None:  # revisions return None
             _observe_drift(drift, batches[i].aoi.name, model, predicted)
         outputs[i].append(Output(PREDICTIONS_TOPIC, partition_key(out.aoi, out.tile_id), out))
     if any(len(mine) for _, mine in patches):

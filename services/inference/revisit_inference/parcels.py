@@ -13,6 +13,10 @@ of both sensors that its `season_series` names (those preprocess had when it add
 pass, up to its date), the radar statistics in their own series. So a Sentinel-2 pass
 after radar passes revises the S1+S2 prediction too, not only the S2 one.
 
+A pass that came late (its snapshot names passes dated after it) also gives both crop
+types again as of each parcel's newest pass (`revise_crops`, `revise_fused_crops`):
+batches with `revision` set, under that pass's scene and time.
+
 Biophysics of the same parcels (LAI, CCC, FCOVER) come from this pass alone: the
 PROSAIL-trained model on each parcel's sampled valid pixels, averaged.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -29,8 +33,9 @@ import numpy.typing as npt
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
+from revisit_common.events import timestamp
 from revisit_common.payload import PayloadStore
-from revisit_common.series import read_series, season_start, snapshot_passes
+from revisit_common.series import acquired_on, read_series, season_start, snapshot_passes
 from revisit_inference.areas import (
     SUMMARY,
     VARIABLES,
@@ -222,11 +227,11 @@ def predict_fused_crops(
     batch: pb.ObservationBatch, store: PayloadStore, fusion: ServedModel, out: pb.PredictionBatch
 ) -> Prediction:
     """Fill `out` with the S1+S2 crop type of the parcels this pass (of either sensor)
-    observed: both seasons so far, as the pass's `season_series` names them. A parcel
-    without a pass of the other sensor yet is left out (a note counts them); each
-    prediction's `observations` counts the passes of both sensors (None when none is
-    left). The drift of the inputs is this pass's own: its radar statistics, or its
-    pixel sets against the model's Sentinel-2 statistics."""
+    observed: both seasons so far, as the pass's `season_series` names them up to its
+    date. A parcel without a pass of the other sensor yet is left out (a note counts
+    them); each prediction's `observations` counts the passes of both sensors (None when
+    none is left). The drift of the inputs is this pass's own: its radar statistics, or
+    its pixel sets against the model's Sentinel-2 statistics."""
     observation = batch.parcels
     radar_pass = batch.kind == "parcel_s1"
     features = list(fusion.statistics["s1"]["features"])
@@ -237,21 +242,63 @@ def predict_fused_crops(
             "(VV and VH): no S1+S2 prediction"
         )
         return None
-    start = season_start(observation.season)
     ids = store.get_array(observation.parcel_ids).astype(np.int64)
+    other = "Sentinel-2" if radar_pass else "Sentinel-1"
+    fused = yield from _fused_crops(
+        store,
+        fusion,
+        observation,
+        ids,
+        _acquired(batch),
+        out,
+        f"no {other} pass in the season yet",
+    )
+    if fused is None:
+        return None
+    probabilities, keep, s2_pixels, s2_passes = fused
+    if radar_pass:
+        values = store.get_array(observation.values).astype(np.float32)  # this pass's, (P, F)
+        stats = fusion.statistics["s1"]
+        reference = Reference.of(features, stats["mean"], stats["std"])
+        return Predicted(probabilities, values[keep], reference)
+    return Predicted(
+        probabilities,
+        _latest_pixels(s2_pixels, s2_passes),
+        s2_reference(fusion.statistics, day_of_season(batch)),
+    )
+
+
+Fused = tuple[
+    npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.float32], npt.NDArray[np.int32]
+]
+
+
+def _fused_crops(
+    store: PayloadStore,
+    fusion: ServedModel,
+    observation: pb.ParcelObservation,
+    ids: npt.NDArray[np.int64],
+    acquired_by: date | None,
+    out: pb.PredictionBatch,
+    missing: str,
+) -> Generator[Infer, Answer, Fused | None]:
+    """The S1+S2 predictions in `out` of the parcels `ids` from both seasons up to
+    `acquired_by`, as `observation.season_series` names them; those without a pass of
+    each sensor are left out (a note says they have `missing`). Returns the
+    probabilities, which parcels were kept, their S2 pixel sets and S2 passes."""
+    start = season_start(observation.season)
     snapshot = observation.season_series
-    radar = snapshot_passes(store, snapshot, "parcel_s1")
+    radar = snapshot_passes(store, snapshot, "parcel_s1", acquired_by)
     s1, _ = _gather(store, radar, ids, start, 1.0, geometry=False)
-    optical = snapshot_passes(store, snapshot, "parcel_pixels")
+    optical = snapshot_passes(store, snapshot, "parcel_pixels", acquired_by)
     s2, geomfeat = _gather(store, optical, ids, start, PIXEL_SET_SCALE)
     keep = np.array([bool(a) and bool(b) for a, b in zip(s1, s2, strict=True)])
-    if (~keep).any():
-        other = "Sentinel-2" if radar_pass else "Sentinel-1"
-        out.notes.append(
-            f"{int((~keep).sum())} of the {len(ids)} parcels this pass observed have no "
-            f"{other} pass in the season yet: no S1+S2 prediction for them"
-        )
     out.season = observation.season
+    if (~keep).any():
+        out.notes.append(
+            f"{int((~keep).sum())} of the {len(ids)} parcels have {missing}: "
+            "no S1+S2 prediction for them"
+        )
     if not keep.any():
         out.no_valid_observation = True
         return None
@@ -269,16 +316,136 @@ def predict_fused_crops(
         ),
         out,
     )
-    if radar_pass:
-        values = store.get_array(observation.values).astype(np.float32)  # this pass's, (P, F)
-        stats = fusion.statistics["s1"]
-        reference = Reference.of(features, stats["mean"], stats["std"])
-        return Predicted(probabilities, values[keep], reference)
-    return Predicted(
-        probabilities,
-        _latest_pixels(inputs["pixels"], np.array([len(s) for s in s2_kept], np.int32)),
-        s2_reference(fusion.statistics, day_of_season(batch)),
+    return probabilities, keep, inputs["pixels"], np.array([len(s) for s in s2_kept], np.int32)
+
+
+#: A re-prediction as of a later pass, and its run (which the drift monitor skips).
+Revision = tuple[pb.PredictionBatch, Prediction]
+
+
+def revise_crops(
+    batch: pb.ObservationBatch,
+    store: PayloadStore,
+    crops: ServedModel,
+    template: pb.PredictionBatch,
+) -> list[Revision]:
+    """A Sentinel-2 pass that came late (its series had passes dated after it): the crop
+    type as of each of those passes, for the parcels of this pass whose newest pass it
+    is, from the series as this pass's snapshot names it. No revision otherwise."""
+    observation = batch.parcels
+    acquired = _acquired(batch)
+    if acquired is None:
+        return []
+    mine = [e for e in observation.season_series if e.series_key == observation.series_key]
+    passes = snapshot_passes(store, mine, "parcel_pixels")
+    ids = store.get_array(observation.parcel_ids).astype(np.int64)
+    return [
+        (out, _revised_crops(store, crops, observation, passes, group, acquired_on(late), out))
+        for late, group in _later_passes(store, passes, ids, acquired)
+        for out in [_revision(template, late)]
+    ]
+
+
+def _revised_crops(
+    store: PayloadStore,
+    crops: ServedModel,
+    observation: pb.ParcelObservation,
+    passes: list[dict[str, Any]],
+    ids: npt.NDArray[np.int64],
+    acquired_by: date,
+    out: pb.PredictionBatch,
+) -> Prediction:
+    start = season_start(observation.season)
+    scale = observation.value_scale or PIXEL_SET_SCALE
+    per_parcel, geomfeat = _gather(store, passes, ids, start, scale, acquired_by)
+    yield from _crop_predictions(
+        crops,
+        _pixel_set_inputs(per_parcel, geomfeat),
+        ids,
+        np.array([len(s) for s in per_parcel], np.int32),
+        np.array([int(s[-1][0]) for s in per_parcel], np.int32),
+        out,
     )
+    out.season = observation.season
+    return None
+
+
+def revise_fused_crops(
+    batch: pb.ObservationBatch,
+    store: PayloadStore,
+    fusion: ServedModel,
+    template: pb.PredictionBatch,
+) -> list[Revision]:
+    """A pass of either sensor that came late (the AOI's series had passes dated after
+    it): the S1+S2 crop type as of each of those passes, for the parcels of this pass
+    whose newest pass of either sensor it is, from both seasons up to that pass as this
+    pass's snapshot names them."""
+    observation = batch.parcels
+    acquired = _acquired(batch)
+    if acquired is None:
+        return []
+    snapshot = observation.season_series
+    passes = sorted(
+        snapshot_passes(store, snapshot, "parcel_s1")
+        + snapshot_passes(store, snapshot, "parcel_pixels"),
+        key=lambda p: (p["acquired_at"], p["scene_id"]),
+    )
+    ids = store.get_array(observation.parcel_ids).astype(np.int64)
+    revisions = []
+    for late, group in _later_passes(store, passes, ids, acquired):
+        out = _revision(template, late)
+        by = acquired_on(late)
+        run = _fused_crops(
+            store, fusion, observation, group, by, out, f"no pass of both sensors by {by}"
+        )
+        revisions.append((out, _without_drift(run)))
+    return revisions
+
+
+def _without_drift(run: Generator[Infer, Answer, Any]) -> Prediction:
+    yield from run
+    return None
+
+
+def _later_passes(
+    store: PayloadStore,
+    passes: list[dict[str, Any]],
+    ids: npt.NDArray[np.int64],
+    after: date,
+) -> list[tuple[dict[str, Any], npt.NDArray[np.int64]]]:
+    """The passes (by date) acquired after `after`, each with the parcels of `ids` whose
+    newest pass it is: the predictions as of those passes that a late pass changes."""
+    wanted = {int(i) for i in ids}
+    newest: dict[int, str] = {}
+    by_key: dict[str, dict[str, Any]] = {}
+    for p in passes:
+        if acquired_on(p) <= after:
+            continue
+        by_key[p["acquisition_key"]] = p
+        for pid in store.get_array(p["arrays"]["parcel_ids"]).astype(np.int64):
+            if int(pid) in wanted:
+                newest[int(pid)] = p["acquisition_key"]
+    groups: dict[str, list[int]] = {}
+    for pid, key in newest.items():
+        groups.setdefault(key, []).append(pid)
+    order = [p["acquisition_key"] for p in passes]
+    return [
+        (by_key[key], np.array(sorted(groups[key]), np.int64))
+        for key in sorted(groups, key=order.index)
+    ]
+
+
+def _revision(template: pb.PredictionBatch, late: dict[str, Any]) -> pb.PredictionBatch:
+    """The prediction batch of a revision as of the pass `late` of a series manifest."""
+    out = pb.PredictionBatch()
+    out.CopyFrom(template)
+    came = template.header.scene_id
+    out.header.scene_id = late["scene_id"]
+    out.header.acquired_at.CopyFrom(timestamp(datetime.fromisoformat(late["acquired_at"])))
+    out.revision = True
+    del out.notes[:]
+    out.notes.append(f"revised: {came}, acquired before this pass, was handled after it")
+    return out
 
 
 def predict_parcel_biophysics(

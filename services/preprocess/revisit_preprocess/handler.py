@@ -10,7 +10,8 @@ What a scene becomes depends on the AOI it was discovered for and on its sensor:
 
 A parcel observation of either sensor also names the AOI's season series of both
 sensors as they are when its pass is added (`ParcelObservation.season_series`): the
-passes the S1+S2 crop model of that pass reads.
+passes the S1+S2 crop model of that pass reads (those up to its date), and those dated
+after it when it came late.
 
 A scene that leaves the AOI without any valid pixel (clouds, no data, outside the
 rasters) gives an event with `no_valid_observation` set and a note saying why.
@@ -248,8 +249,9 @@ def _fill_parcels(
         getattr(out, name).CopyFrom(refs[name])
     out.series_key = series
     out.series_length = append_pass(store, series, acquired, scene, refs, value_scale)
-    # what the S1+S2 model of this pass will read: both sensors' passes up to its date
-    out.season_series.extend(season_snapshot(store, scene.aoi.name, season, acquired.date()))
+    # what the crop models of this pass will read: both sensors' passes up to its date,
+    # and any dated after it (this pass came late: the predictions as of those change)
+    out.season_series.extend(season_snapshot(store, scene.aoi.name, season))
 
 
 def _region(

@@ -91,6 +91,8 @@ class SceneOutcome:
     discovered_at: datetime
     preprocessed_at: datetime | None = None
     inferred_at: datetime | None = None
+    #: rows of a re-prediction as of this (later) pass: its scene record is left as it is
+    revision: bool = False
 
 
 #: Crop type from Sentinel-2 passes, and from Sentinel-1 passes with the S1+S2 model.
@@ -137,6 +139,7 @@ def rows_for(batch: pb.PredictionBatch) -> StoreRows:
         discovered_at=to_datetime(batch.header.discovered_at),
         preprocessed_at=stage_time(batch.header, "preprocess"),
         inferred_at=stage_time(batch.header, "inference"),
+        revision=batch.revision,
     )
     classes = (
         [(batch.model_name, batch.model_version, i, c) for i, c in enumerate(batch.classes)]

@@ -190,6 +190,8 @@ def write(engine: Engine, rows: StoreRows, metrics: StoreMetrics | None = None) 
                 [dict(zip(names, c, strict=True)) for c in rows.classes]
             )
             conn.execute(known.on_conflict_do_nothing())
+        if outcome.revision:  # the later pass's record, stage times and metrics stand
+            return
         completed = datetime.now(UTC)
         status = insert(SceneProcessing).values(
             scene_id=outcome.scene_id,
