@@ -296,3 +296,25 @@ def test_a_pass_handled_late_revises_the_crop_types_as_of_the_passes_after_it(
             for b in revised
         )
     )
+
+
+def test_a_revision_that_cannot_be_made_leaves_the_late_passs_own_prediction(
+    late_pass_season: Season,
+) -> None:
+    """A later pass the snapshot names but the payload store no longer has (past its
+    retention): the late pass still gets its own crop type, with a note, and no revision."""
+    (late,) = [
+        e
+        for e in late_pass_season.handled
+        if e.kind == "parcel_pixels" and e.header.acquired_at.ToDatetime().month == LATE_MONTH
+    ]
+    gone = pb.ObservationBatch()
+    gone.CopyFrom(late)
+    (mine,) = [e for e in gone.parcels.season_series if e.series_key == gone.parcels.series_key]
+    mine.acquisition_keys.append("S2X_PASS_PAST_RETENTION")
+    (out,) = handle_observation(gone, late_pass_season.store, NoLcz(), crops=_crops())
+    batch = out.event
+    assert isinstance(batch, pb.PredictionBatch) and not batch.revision
+    assert batch.indicator == "crop_type" and len(batch.predictions) > 0
+    assert "no revision of the later passes" in batch.notes[-1]
+    assert "S2X_PASS_PAST_RETENTION" in batch.notes[-1]

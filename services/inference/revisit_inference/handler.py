@@ -112,7 +112,7 @@ def handle_observations(
                 # the template of any revision, before `predict` fills `out`
                 template = _prediction_batch(batch, indicator, model.name)
                 asked.append((i, model, out, predict(batch, store, model, out)))
-                for revised, run in revise(batch, store, model, template) if revise else []:
+                for revised, run in _revisions(revise, batch, store, model, template, out):
                     asked.append((i, model, revised, run))
         else:
             raise PoisonError(f"observation kind {batch.kind!r} has no model yet")
@@ -134,6 +134,26 @@ def handle_observations(
         outputs[i] = [_lcz_output(batches[i], lcz.model_name, part, version if len(mine) else "")]
         start += len(mine)
     return [outputs[i] for i in range(len(batches))]
+
+
+def _revisions(
+    revise: Revise | None,
+    batch: pb.ObservationBatch,
+    store: PayloadStore,
+    model: ServedModel,
+    template: pb.PredictionBatch,
+    out: pb.PredictionBatch,
+) -> list[Revision]:
+    """The revisions a late pass gives; one that cannot be made (a later pass gone from
+    the payload store) is noted in the pass's own batch, which goes on."""
+    if revise is None:
+        return []
+    try:
+        return revise(batch, store, model, template)
+    except PoisonError as exc:
+        log.warning("inference: %s: no revision of later passes: %s", batch.header.scene_id, exc)
+        out.notes.append(f"no revision of the later passes: {exc}")
+        return []
 
 
 def _expected(batch: pb.ObservationBatch, indicator: str) -> bool:
