@@ -14,11 +14,11 @@ import shapely
 import shapely.geometry
 
 from revisit_catalog.handler import Published, Subscription, discover
-from revisit_catalog.registry import SubscriptionError, indicators_of, make_subscription
+from revisit_catalog.registry import SubscriptionError, make_subscription
 from revisit_catalog.stac import S2_BANDS, map_item, scene_event, version_of
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
-from revisit_common.events import SCL_BAND, partition_key
+from revisit_common.events import SCL_BAND, indicators_of, partition_key
 
 STAC = Path(__file__).parents[1] / "data" / "stac"
 AOI = pb.Aoi(name="any", kind="city", geometry_wkt="POINT (0 0)")

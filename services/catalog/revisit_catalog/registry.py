@@ -20,31 +20,15 @@ from revisit_catalog.handler import Published, Subscription
 from revisit_catalog.stac import COLLECTIONS, version
 from revisit_common import events_pb2 as pb
 from revisit_common.db.models import AOI_KINDS, Aoi, CatalogCursor, Scene, SceneProcessing
-from revisit_common.events import SENTINEL1, SENTINEL2, to_datetime
+from revisit_common.events import (
+    S1_INDICATORS_OF_KIND,
+    SENTINEL1,
+    SENTINEL2,
+    indicators_of,
+    to_datetime,
+)
 
 log = logging.getLogger("revisit_catalog")
-
-#: The indicators each kind of AOI gets from a Sentinel-2 pass: one `scene_processing`
-#: record each, completed by the store when that indicator's predictions are committed.
-INDICATORS_OF_KIND = {
-    "city": ("lcz",),
-    "parcels": ("crop_type", "parcel_biophysics"),
-    "region": ("land_cover", "biophysics"),
-}
-#: ... and from a Sentinel-1 pass: the S1+S2 crop type of the parcels it observed
-#: (which a Sentinel-2 pass revises too).
-S1_INDICATORS_OF_KIND = {"parcels": ("crop_type_s1s2",)}
-
-
-def indicators_of(aoi: pb.Aoi, sensor: str) -> tuple[str, ...]:
-    """The indicators a pass of `sensor` gives `aoi`: those of its kind, and a Sentinel-2
-    pass also those of the Sentinel-1 passes where the AOI is watched with both."""
-    if sensor == SENTINEL1 and aoi.kind in S1_INDICATORS_OF_KIND:
-        return S1_INDICATORS_OF_KIND[aoi.kind]
-    optical = INDICATORS_OF_KIND.get(aoi.kind, (aoi.kind,))
-    if SENTINEL1 in aoi.sensors:
-        return optical + S1_INDICATORS_OF_KIND.get(aoi.kind, ())
-    return optical
 
 
 def unusable_collections(kind: str, collections: Iterable[str]) -> tuple[list[str], str]:

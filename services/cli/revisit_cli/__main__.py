@@ -40,7 +40,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from revisit_catalog.registry import indicators_of, load_subscriptions
+    from revisit_catalog.registry import load_subscriptions
     from revisit_catalog.stac import COLLECTIONS
     from revisit_cli.demo import (
         bring_up,
@@ -51,6 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     from revisit_cli.demo_data import read_cube
     from revisit_cli.services import ServicesConfig
+    from revisit_common.events import indicators_of
 
     t0 = time.monotonic()
     config, services = StackConfig(), ServicesConfig()

@@ -26,6 +26,30 @@ SENTINEL1 = "sentinel-1"
 SCL_BAND = "SCL"
 
 
+#: The indicators each kind of AOI gets from a Sentinel-2 pass: the catalog expects one
+#: `scene_processing` record each, the inference service predicts them, the store
+#: completes each record when that indicator's predictions are committed.
+INDICATORS_OF_KIND = {
+    "city": ("lcz",),
+    "parcels": ("crop_type", "parcel_biophysics"),
+    "region": ("land_cover", "biophysics"),
+}
+#: ... and from a Sentinel-1 pass: the S1+S2 crop type of the parcels it observed
+#: (which a Sentinel-2 pass revises too).
+S1_INDICATORS_OF_KIND = {"parcels": ("crop_type_s1s2",)}
+
+
+def indicators_of(aoi: pb.Aoi, sensor: str) -> tuple[str, ...]:
+    """The indicators a pass of `sensor` gives `aoi`: those of its kind, and a Sentinel-2
+    pass also those of the Sentinel-1 passes where the AOI is watched with both."""
+    if sensor == SENTINEL1 and aoi.kind in S1_INDICATORS_OF_KIND:
+        return S1_INDICATORS_OF_KIND[aoi.kind]
+    optical = INDICATORS_OF_KIND.get(aoi.kind, (aoi.kind,))
+    if SENTINEL1 in aoi.sensors:
+        return optical + S1_INDICATORS_OF_KIND.get(aoi.kind, ())
+    return optical
+
+
 def partition_key(aoi: pb.Aoi, tile_id: str) -> bytes:
     """The Kafka key of a scene's events at every stage. Passes over one tile share a
     partition, so they are handled in order; a "parcels" AOI is keyed by its name

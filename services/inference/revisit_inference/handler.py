@@ -15,7 +15,9 @@ from revisit_common.errors import PoisonError
 from revisit_common.events import (
     PREDICTIONS_TOPIC,
     SENTINEL1,
+    SENTINEL2,
     derived_header,
+    indicators_of,
     partition_key,
 )
 from revisit_common.payload import PayloadStore
@@ -157,13 +159,11 @@ def _revisions(
 
 
 def _expected(batch: pb.ObservationBatch, indicator: str) -> bool:
-    """Whether the catalog expects `indicator` of this pass: a Sentinel-2 pass gives the
-    S1+S2 crop type only to an AOI watched with Sentinel-1 as well."""
-    return (
-        indicator != "crop_type_s1s2"
-        or batch.kind == "parcel_s1"
-        or (SENTINEL1 in batch.aoi.sensors)
-    )
+    """Whether the catalog expects `indicator` of this pass (`indicators_of`: a
+    Sentinel-2 pass gives the S1+S2 crop type only to an AOI watched with Sentinel-1 as
+    well)."""
+    sensor = SENTINEL1 if batch.kind == "parcel_s1" else SENTINEL2
+    return indicator in indicators_of(batch.aoi, sensor)
 
 
 def _lcz_patches(batch: pb.ObservationBatch, store: PayloadStore) -> npt.NDArray[np.float32]:
