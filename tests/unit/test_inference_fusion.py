@@ -251,6 +251,9 @@ def test_a_pass_handled_late_revises_the_crop_types_as_of_the_passes_after_it(
         if e.kind == "parcel_pixels" and e.header.acquired_at.ToDatetime().month == LATE_MONTH
     ]
     assert late_pass_season.handled.index(late) > 12  # after November .. May's 13 passes
+    # preprocess says so: March .. May's passes of both sensors are dated after it
+    assert late.parcels.later_passes == 3 + 3
+    assert not any(e.parcels.later_passes for e in demo_parcel_season.handled)  # in order
     outputs = handle_observation(late, late_pass_season.store, NoLcz(), crops=crops, fusion=fusion)
     batches = [o.event for o in outputs]
     assert all(isinstance(b, pb.PredictionBatch) for b in batches)

@@ -178,7 +178,7 @@ class ObservationBatch(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., tile_id: _Optional[str] = ..., aoi: _Optional[_Union[Aoi, _Mapping]] = ..., kind: _Optional[str] = ..., epsg: _Optional[int] = ..., patches: _Optional[_Union[ArrayRef, _Mapping]] = ..., lcz_patches: _Optional[_Iterable[_Union[LczPatch, _Mapping]]] = ..., no_valid_observation: _Optional[bool] = ..., notes: _Optional[_Iterable[str]] = ..., parcels: _Optional[_Union[ParcelObservation, _Mapping]] = ..., region: _Optional[_Union[RegionPixels, _Mapping]] = ...) -> None: ...
 
 class ParcelObservation(_message.Message):
-    __slots__ = ("parcel_ids", "values", "n_valid", "geomfeat", "channels", "value_scale", "day_of_year", "season", "series_key", "series_length", "parcels_in_scene", "parcels_observed", "view", "season_series")
+    __slots__ = ("parcel_ids", "values", "n_valid", "geomfeat", "channels", "value_scale", "day_of_year", "season", "series_key", "series_length", "parcels_in_scene", "parcels_observed", "view", "season_series", "later_passes")
     PARCEL_IDS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     N_VALID_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +193,7 @@ class ParcelObservation(_message.Message):
     PARCELS_OBSERVED_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
     SEASON_SERIES_FIELD_NUMBER: _ClassVar[int]
+    LATER_PASSES_FIELD_NUMBER: _ClassVar[int]
     parcel_ids: ArrayRef
     values: ArrayRef
     n_valid: ArrayRef
@@ -207,7 +208,8 @@ class ParcelObservation(_message.Message):
     parcels_observed: int
     view: ViewGeometry
     season_series: _containers.RepeatedCompositeFieldContainer[SeriesPasses]
-    def __init__(self, parcel_ids: _Optional[_Union[ArrayRef, _Mapping]] = ..., values: _Optional[_Union[ArrayRef, _Mapping]] = ..., n_valid: _Optional[_Union[ArrayRef, _Mapping]] = ..., geomfeat: _Optional[_Union[ArrayRef, _Mapping]] = ..., channels: _Optional[_Iterable[str]] = ..., value_scale: _Optional[float] = ..., day_of_year: _Optional[int] = ..., season: _Optional[str] = ..., series_key: _Optional[str] = ..., series_length: _Optional[int] = ..., parcels_in_scene: _Optional[int] = ..., parcels_observed: _Optional[int] = ..., view: _Optional[_Union[ViewGeometry, _Mapping]] = ..., season_series: _Optional[_Iterable[_Union[SeriesPasses, _Mapping]]] = ...) -> None: ...
+    later_passes: int
+    def __init__(self, parcel_ids: _Optional[_Union[ArrayRef, _Mapping]] = ..., values: _Optional[_Union[ArrayRef, _Mapping]] = ..., n_valid: _Optional[_Union[ArrayRef, _Mapping]] = ..., geomfeat: _Optional[_Union[ArrayRef, _Mapping]] = ..., channels: _Optional[_Iterable[str]] = ..., value_scale: _Optional[float] = ..., day_of_year: _Optional[int] = ..., season: _Optional[str] = ..., series_key: _Optional[str] = ..., series_length: _Optional[int] = ..., parcels_in_scene: _Optional[int] = ..., parcels_observed: _Optional[int] = ..., view: _Optional[_Union[ViewGeometry, _Mapping]] = ..., season_series: _Optional[_Iterable[_Union[SeriesPasses, _Mapping]]] = ..., later_passes: _Optional[int] = ...) -> None: ...
 
 class SeriesPasses(_message.Message):
     __slots__ = ("series_key", "acquisition_keys")

@@ -105,11 +105,12 @@ PARCEL_PRODUCTS = ("parcel_pixels", "parcel_s1")
 
 
 def season_snapshot(
-    store: PayloadStore, aoi: str, season: str, acquired_by: date | None = None
-) -> list[pb.SeriesPasses]:
+    store: PayloadStore, aoi: str, season: str, acquired: date
+) -> tuple[list[pb.SeriesPasses], int]:
     """Every parcel series of this AOI and season (each product, tile and orbit) with its
-    passes (those acquired up to `acquired_by`, if given), as the store has them now."""
-    snapshot = []
+    passes, as the store has them now, and how many of those passes were acquired after
+    `acquired` (a pass of that date came late when there are any)."""
+    snapshot, later = [], 0
     for product in PARCEL_PRODUCTS:
         prefix = f"{product}/{key_part(aoi)}/{season}/"
         # the manifests, <tile>/series.json, and not the arrays of every pass below them
@@ -117,14 +118,12 @@ def season_snapshot(
             if not found.key.endswith("/series.json"):
                 continue
             key = found.key.removesuffix("/series.json")
-            keys = [
-                p["acquisition_key"]
-                for p in read_series(store, key)
-                if acquired_by is None or acquired_on(p) <= acquired_by
-            ]
-            if keys:
+            passes = read_series(store, key)
+            later += sum(acquired_on(p) > acquired for p in passes)
+            if passes:
+                keys = [p["acquisition_key"] for p in passes]
                 snapshot.append(pb.SeriesPasses(series_key=key, acquisition_keys=keys))
-    return snapshot
+    return snapshot, later
 
 
 def acquired_on(series_pass: dict[str, Any]) -> date:

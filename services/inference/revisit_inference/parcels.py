@@ -13,7 +13,8 @@ of both sensors that its `season_series` names (those preprocess had when it add
 pass, up to its date), the radar statistics in their own series. So a Sentinel-2 pass
 after radar passes revises the S1+S2 prediction too, not only the S2 one.
 
-A pass that came late (its snapshot names passes dated after it) also gives both crop
+A pass that came late (`later_passes`: its snapshot names passes dated after it; no
+payload is read to find out otherwise) also gives both crop
 types again as of each parcel's newest pass (`revise_crops`, `revise_fused_crops`):
 batches with `revision` set, under that pass's scene and time.
 
@@ -334,16 +335,17 @@ def revise_crops(
     is, from the series as this pass's snapshot names it. No revision otherwise."""
     observation = batch.parcels
     acquired = _acquired(batch)
-    if acquired is None:
+    if acquired is None or not observation.later_passes:
         return []
     mine = [e for e in observation.season_series if e.series_key == observation.series_key]
     passes = snapshot_passes(store, mine, "parcel_pixels")
     ids = store.get_array(observation.parcel_ids).astype(np.int64)
-    return [
-        (out, _revised_crops(store, crops, observation, passes, group, acquired_on(late), out))
-        for late, group in _later_passes(store, passes, ids, acquired)
-        for out in [_revision(template, late)]
-    ]
+    revisions = []
+    for late, group in _later_passes(store, passes, ids, acquired):
+        out = _revision(template, late)
+        by = acquired_on(late)
+        revisions.append((out, _revised_crops(store, crops, observation, passes, group, by, out)))
+    return revisions
 
 
 def _revised_crops(
@@ -382,7 +384,7 @@ def revise_fused_crops(
     pass's snapshot names them."""
     observation = batch.parcels
     acquired = _acquired(batch)
-    if acquired is None:
+    if acquired is None or not observation.later_passes:
         return []
     snapshot = observation.season_series
     passes = sorted(
@@ -428,11 +430,8 @@ def _later_passes(
     groups: dict[str, list[int]] = {}
     for pid, key in newest.items():
         groups.setdefault(key, []).append(pid)
-    order = [p["acquisition_key"] for p in passes]
-    return [
-        (by_key[key], np.array(sorted(groups[key]), np.int64))
-        for key in sorted(groups, key=order.index)
-    ]
+    # by_key holds the later passes in date order
+    return [(p, np.array(sorted(groups[k]), np.int64)) for k, p in by_key.items() if k in groups]
 
 
 def _revision(template: pb.PredictionBatch, late: dict[str, Any]) -> pb.PredictionBatch:

@@ -251,7 +251,8 @@ def _fill_parcels(
     out.series_length = append_pass(store, series, acquired, scene, refs, value_scale)
     # what the crop models of this pass will read: both sensors' passes up to its date,
     # and any dated after it (this pass came late: the predictions as of those change)
-    out.season_series.extend(season_snapshot(store, scene.aoi.name, season))
+    snapshot, out.later_passes = season_snapshot(store, scene.aoi.name, season, acquired.date())
+    out.season_series.extend(snapshot)
 
 
 def _region(
