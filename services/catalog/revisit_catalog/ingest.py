@@ -57,7 +57,7 @@ class Summary:
     items: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
 
-    def add(self, items: int, found: Discovery, searches: int = 1) -> None:
+    def add(self, items: int, found: Discovery, searches: int) -> None:
         self.windows += searches
         self.items += items
         self.outcomes.update(found.outcomes)
