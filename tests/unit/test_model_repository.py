@@ -50,10 +50,13 @@ def test_config_lists_inputs_outputs_batching_and_instances() -> None:
     assert 'name: "toy_series"' in text and "max_batch_size: 64" in text
     assert re.search(r'name: "series"\s+data_type: TYPE_FP32\s+dims: \[ -1, 3 \]', text)
     assert re.search(r'name: "probabilities"\s+data_type: TYPE_FP32\s+dims: \[ 3 \]', text)
-    assert "dynamic_batching" in text and "kind: KIND_CPU" in text
-    assert "kind: KIND_GPU" in config_pbtxt(_card(), "gpu")
+    assert "dynamic_batching" in text and "kind: KIND_CPU, count: 2" in text
+    assert "kind: KIND_GPU, count: 1" in config_pbtxt(_card(), "gpu")
+    assert "kind: KIND_GPU, count: 3" in config_pbtxt(_card(), "gpu", instances=3)
     with pytest.raises(ValueError, match="instance kind"):
         config_pbtxt(_card(), "tpu")
+    with pytest.raises(ValueError, match="at least 1"):
+        config_pbtxt(_card(), "cpu", instances=0)
 
 
 def test_versions_are_directories(tmp_path: Path) -> None:

@@ -12,9 +12,14 @@ order of the TorchScript forward's arguments) and the output.
   alone, with an error saying which input; the others are answered. If the grouped
   forward pass fails (inputs of one request disagree with each other), each request
   is run alone so that only the faulty one gets the error.
+- On CPU, each instance (a stub process of its own) runs torch with the usable cores
+  divided among the model's CPU instances (`OMP_NUM_THREADS`, when set, wins), and
+  glibc keeps the memory a forward pass frees for the next one (`_keep_freed_memory`).
 """
 
+import ctypes
 import json
+import math
 import os
 
 import numpy as np
@@ -22,9 +27,56 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 
+# mallopt(3) parameters
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+# cgroup v2: "<quota> <period>" in microseconds, or "max <period>"
+CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
+def _keep_freed_memory():
+    """Keep the memory a forward pass frees for the next request.
+
+    A forward pass allocates and frees megabytes of activations. With glibc's defaults
+    the large ones are mmapped and unmapped on every call and the freed top of the heap
+    is given back, so each request faults all its pages in again: PSE-TAE at batch 64
+    took 19-20 ms a call instead of 8.5 ms. The thresholds keep blocks up to 32 MiB (the
+    most glibc allows) on the heap and up to 256 MiB of it free for the next call.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: its own allocator, nothing to tune
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+
+
+def _usable_cpus():
+    """Cores this process may use: its affinity, capped by a cgroup v2 CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        with open(CPU_MAX) as f:
+            quota, period = f.read().split()
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+
+
+def _cpu_threads(config):
+    """torch threads of one CPU instance: the usable cores shared by the instances."""
+    instances = sum(
+        int(group.get("count", 1))
+        for group in config.get("instance_group", [])
+        if group.get("kind") == "KIND_CPU"
+    )
+    return max(1, _usable_cpus() // max(instances, 1))
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        _keep_freed_memory()
         name = config["parameters"]["torchscript"]["string_value"]
         path = os.path.join(args["model_repository"], args["model_version"], name)
         if not os.path.exists(path):
@@ -33,6 +85,8 @@ class TritonPythonModel:
             )
         on_gpu = args.get("model_instance_kind") == "GPU" and torch.cuda.is_available()
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu")
+        if not on_gpu and "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(_cpu_threads(config))
         self.model = torch.jit.load(path, map_location=self.device).eval()
         self.inputs = [(i["name"], [int(d) for d in i["dims"]]) for i in config["input"]]
         self.output_name = config["output"][0]["name"]

@@ -80,7 +80,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     from revisit_cli.models import build_models
 
     repository = StackConfig().triton_model_repository
-    written = build_models(repository, force=args.force, instance_kind=args.instance_kind)
+    written = build_models(
+        repository, force=args.force, instance_kind=args.instance_kind, instances=args.instances
+    )
     say("\n".join(f"wrote {p}" for p in written) or "model repository up to date")
     return 0
 
@@ -115,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     models.add_argument("--force", action="store_true", help="rewrite existing files")
     models.add_argument(
         "--instance-kind", choices=["cpu", "gpu"], default="cpu", help="Triton instance group"
+    )
+    models.add_argument(
+        "--instances",
+        type=int,
+        help="instances of each model (per GPU with --instance-kind gpu); default 2 on CPU, "
+        "1 per GPU",
     )
     models.set_defaults(func=cmd_models)
     add_train_parser(sub)

@@ -19,14 +19,18 @@ BACKEND = REPO_ROOT / "infra" / "triton" / "backend" / "model.py"
 WORLDCEREAL = REPO_ROOT / "data" / "worldcereal"
 
 
-def build_models(repository: Path, force: bool = False, instance_kind: str = "cpu") -> list[Path]:
+def build_models(
+    repository: Path, force: bool = False, instance_kind: str = "cpu", instances: int | None = None
+) -> list[Path]:
     """Write every model of the repository that is missing or changed; the paths written."""
     from revisit_models.lcz import export_pretrained  # torch is slow to import
     from revisit_models.repository import build_repository
 
     pretrained = repository.parent / ".pretrained"  # the LCZ model, converted from Keras
     export_pretrained(LCZ_WEIGHTS, pretrained, force)
-    built = build_repository(repository, [pretrained, TRAINED], BACKEND, instance_kind, force)
+    built = build_repository(
+        repository, [pretrained, TRAINED], BACKEND, instance_kind, force, instances
+    )
     return [path for b in built for path in b.written]
 
 
