@@ -6,8 +6,12 @@ For batch sizes 1, 16, 64 and 256, and the model's max batch when it is larger (
 per-pixel models: the size of the requests the inference service sends for an area):
 the in-process row calls the model one batch at a time (what a service without Triton
 does); the Triton row keeps `CLIENTS` requests of that batch size in flight (gRPC, one
-client each), so the server is never idle waiting for the next request. Reported:
-samples/s of each and the ratio Triton / in-process.
+client each, each sending its next request as soon as its last is answered), so the
+server is never idle waiting for the next request. Reported: samples/s of each and the
+ratio Triton / in-process.
+The in-process baseline gets the allocator setting the backend gives its stubs (freed
+memory kept for the next call); without it, its speed depended on what the process had
+allocated before (PSE-TAE at batch 64: 8.5 or 20 ms a call).
 On a 2-core machine client and server share the cores: read the ratios, not the rates.
 The PSE-TAE models get full pixel sets (64 pixels a date, drawn among the sample's valid
 ones), which is what the preprocess service sends, not the training layout's sets
@@ -17,7 +21,6 @@ transfer of a 2 MB request).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +34,19 @@ from revisit_common.payload import PayloadStore
 from revisit_inference.handler import handle_observation, handle_observations
 from revisit_inference.served import ServedModel
 from revisit_inference.triton import TritonModel
-from tests.bench.timing import throughput
+from tests.backend import load_backend
+from tests.bench.timing import concurrent_throughput, throughput
 from tests.model_inputs import Inputs, dense_pixel_sets, latest_version, real_inputs
 from tests.unit.test_inference_parcels import NoLcz
 
 pytestmark = pytest.mark.integration
 BATCHES = (1, 16, 64, 256)
 CLIENTS = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def keep_freed_memory() -> None:
+    load_backend()._keep_freed_memory()
 
 
 def _rows(inputs: Inputs, n: int) -> Inputs:
@@ -64,7 +73,6 @@ def test_bench_triton_vs_in_process(
         sample = dense_pixel_sets(sample)
     local = torch.jit.load(str(model_dir / "model.pt")).eval()
     clients = [TritonModel.for_card(stack.triton_grpc_url, card) for _ in range(CLIENTS)]
-    pool = ThreadPoolExecutor(CLIENTS)
     output = card.outputs[0].name
     rows = []
     for n in sorted({*BATCHES, card.max_batch_size}):
@@ -76,12 +84,12 @@ def test_bench_triton_vs_in_process(
                 local(*tensors)
             return n
 
-        def served(batch: Inputs = batch, n: int = n) -> int:
-            list(pool.map(lambda c: c.infer(batch, output), clients))
-            return n * CLIENTS
+        def served(client: TritonModel, batch: Inputs = batch, n: int = n) -> int:
+            client.infer(batch, output)
+            return n
 
-        rows.append((n, throughput(in_process), throughput(served)))
-    pool.shutdown()
+        calls = [lambda c=c: served(c) for c in clients]
+        rows.append((n, throughput(in_process), concurrent_throughput(calls)))
     print(f"\n{card.name}: samples/s (torch threads {torch.get_num_threads()}, {CLIENTS} clients)")
     print(f"{'batch':<8}{'in-process':>12}{'triton':>10}{'ratio':>8}")
     for n, a, b in rows:
