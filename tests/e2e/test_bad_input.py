@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ import shapely.geometry
 from google.protobuf.message import DecodeError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine, text
 
 from revisit_cli.dlq import Letter, configured_dlq_topics, open_consumer, read_letters
@@ -46,6 +44,7 @@ from revisit_cli.stack import REPO_ROOT, StackConfig
 from revisit_common import events_pb2 as pb
 from revisit_common.events import OBSERVATIONS_TOPIC, PREDICTIONS_TOPIC, SCENES_TOPIC
 from tests.conftest import consecutive_free_ports
+from tests.e2e.scrape import counter
 from tests.e2e.test_chain import fresh_run, grow_catalog, stop_services, wait_until
 from tests.faults.test_faults import lag
 from tests.integration.test_dlq_cli import records
@@ -224,19 +223,6 @@ def statuses(engine: Engine) -> dict[tuple[str, str], int]:
         return {(scene, status): int(n) for scene, status, n in rows}
 
 
-def preprocess_outcomes(services: ServicesConfig) -> dict[str, float]:
-    port = services.metrics_base_port + list(SERVICES).index("preprocess")
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        families = text_string_to_metric_families(response.read().decode())
-        return {
-            s.labels["outcome"]: s.value
-            for f in families
-            if f.name == "revisit_preprocess_scenes"
-            for s in f.samples
-            if s.name.endswith("_total")
-        }
-
-
 def test_every_kind_of_bad_input_gets_its_outcome_and_no_consumer_stalls(
     stack: StackConfig, shared_tmp: Path, tmp_path: Path
 ) -> None:
@@ -302,7 +288,7 @@ def test_every_kind_of_bad_input_gets_its_outcome_and_no_consumer_stalls(
         time.sleep(3)  # letters that would come late, or again
         letters = new_letters(bootstrap, before)
         notes = skip_notes(bootstrap)
-        outcomes = preprocess_outcomes(services)
+        outcomes = counter(services, "preprocess", "revisit_preprocess_scenes", "outcome")
         elapsed = time.monotonic() - t0
     finally:
         stop_services(stack)

@@ -41,6 +41,7 @@ from revisit_cli.services import SERVICES, ServicesConfig, start_services
 from revisit_cli.stack import ManagedProcess, StackConfig, up
 from revisit_common.events import PREDICTIONS_TOPIC
 from tests.conftest import commit_from_outside, consecutive_free_ports, empty_tables
+from tests.e2e.scrape import counter
 from tests.grafana import dashboard_exprs, dashboard_metric_names, rule_metric_names
 
 pytestmark = pytest.mark.e2e
@@ -519,5 +520,11 @@ def test_a_pass_published_late_leaves_the_latest_crop_types_of_the_in_order_run(
         assert [r for r in after if r not in undisturbed.latest] == []
         assert after == undisturbed.latest
         assert dead_letters(stack.kafka_bootstrap) == undisturbed.dead_letters
+        # the inference service counts what it revised, and no revision failed
+        revised = counter(services, "inference", "revisit_inference_revised_predictions", "model")
+        failed = counter(services, "inference", "revisit_inference_revisions_failed", "model")
+        print(f"revised predictions counted by the inference service: {revised}")
+        assert sum(revised.values()) >= changed and set(revised) == {"psetae_s2", "psetae_s1s2"}
+        assert failed == {"psetae_s2": 0.0, "psetae_s1s2": 0.0}
     finally:
         stop_services(stack)

@@ -9,7 +9,7 @@ from datetime import date
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from revisit_cli.stack import REPO_ROOT
 from revisit_common import events_pb2 as pb
@@ -237,6 +237,11 @@ def test_every_city_and_region_pass_keeps_its_tile_key() -> None:
         assert partition_key(pb.Aoi(name="x", kind=kind), "31UFS") == b"31UFS"
 
 
+def _revised(model: str, what: str = "revised_predictions") -> float:
+    value = REGISTRY.get_sample_value(f"revisit_inference_{what}_total", {"model": model})
+    return value or 0.0
+
+
 def test_a_pass_handled_late_revises_the_crop_types_as_of_the_passes_after_it(
     late_pass_season: Season, demo_parcel_season: Season
 ) -> None:
@@ -254,6 +259,7 @@ def test_a_pass_handled_late_revises_the_crop_types_as_of_the_passes_after_it(
     # preprocess says so: March .. May's passes of both sensors are dated after it
     assert late.parcels.later_passes == 3 + 3
     assert not any(e.parcels.later_passes for e in demo_parcel_season.handled)  # in order
+    revised_before = {m: _revised(m) for m in ("psetae_s2", "psetae_s1s2")}
     outputs = handle_observation(late, late_pass_season.store, NoLcz(), crops=crops, fusion=fusion)
     batches = [o.event for o in outputs]
     assert all(isinstance(b, pb.PredictionBatch) for b in batches)
@@ -290,6 +296,9 @@ def test_a_pass_handled_late_revises_the_crop_types_as_of_the_passes_after_it(
         rows = rows_for(batch)
         assert rows.outcome.revision and len(rows.rows) == len(batch.predictions)
         assert rows.outcome.scene_id == batch.header.scene_id
+    for name, indicator in (("psetae_s2", "crop_type"), ("psetae_s1s2", "crop_type_s1s2")):
+        made = sum(len(b.predictions) for b in revised if b.indicator == indicator)
+        assert _revised(name) - revised_before[name] == made  # counted, parcel by parcel
     print(
         "\nlate February pass: "
         + ", ".join(
@@ -315,7 +324,9 @@ def test_a_revision_that_cannot_be_made_leaves_the_late_passs_own_prediction(
     gone.CopyFrom(late)
     (mine,) = [e for e in gone.parcels.season_series if e.series_key == gone.parcels.series_key]
     mine.acquisition_keys.append("S2X_PASS_PAST_RETENTION")
+    failed_before = _revised("psetae_s2", "revisions_failed")
     (out,) = handle_observation(gone, late_pass_season.store, NoLcz(), crops=_crops())
+    assert _revised("psetae_s2", "revisions_failed") == failed_before + 1
     batch = out.event
     assert isinstance(batch, pb.PredictionBatch) and not batch.revision
     assert batch.indicator == "crop_type" and len(batch.predictions) > 0

@@ -5,10 +5,11 @@ passes it changes: `PredictionBatch.revision`)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import Counter
 
 from revisit_common import events_pb2 as pb
 from revisit_common.errors import PoisonError
@@ -43,6 +44,26 @@ from revisit_inference.triton import Classifier
 
 PRODUCER = "inference"
 log = logging.getLogger(__name__)
+REVISED = Counter(
+    "revisit_inference_revised_predictions",
+    "Parcel predictions made again as of a later pass, because a pass came late",
+    ["model"],
+)
+REVISIONS_FAILED = Counter(
+    "revisit_inference_revisions_failed",
+    "Late passes whose later passes could not be predicted again (a pass gone from the "
+    "payload store); the late pass's own prediction went on",
+    ["model"],
+)
+
+
+def start_revision_series(models: Iterable[str]) -> None:
+    """Every model's revision series at 0, so that rates exist before the first."""
+    for name in models:
+        REVISED.labels(name)
+        REVISIONS_FAILED.labels(name)
+
+
 Predict = Callable[[pb.ObservationBatch, PayloadStore, ServedModel, pb.PredictionBatch], Prediction]
 #: The re-predictions as of later passes that a late pass changes (`revise_crops`).
 Revise = Callable[
@@ -123,6 +144,8 @@ def handle_observations(
     ):
         if out.revision and not out.predictions:
             continue  # a revision that changed nothing (no parcel of both sensors)
+        if out.revision:
+            REVISED.labels(model.name).inc(len(out.predictions))
         if drift is not None and predicted is not None:  # revisions return None
             _observe_drift(drift, batches[i].aoi.name, model, predicted)
         outputs[i].append(Output(PREDICTIONS_TOPIC, partition_key(out.aoi, out.tile_id), out))
@@ -155,6 +178,7 @@ def _revisions(
     except PoisonError as exc:
         log.warning("inference: %s: no revision of later passes: %s", batch.header.scene_id, exc)
         out.notes.append(f"no revision of the later passes: {exc}")
+        REVISIONS_FAILED.labels(model.name).inc()
         return []
 
 

@@ -11,7 +11,11 @@ from revisit_common.payload import payload_store_from_settings
 from revisit_common.runtime import ServiceApp, Stage, configure_logging
 from revisit_common.settings import ServiceSettings
 from revisit_inference.drift import DriftMetrics
-from revisit_inference.handler import handle_observation, handle_observations
+from revisit_inference.handler import (
+    handle_observation,
+    handle_observations,
+    start_revision_series,
+)
 from revisit_inference.served import MERGE_BYTES, ServedModel
 from revisit_inference.triton import TritonClassifier, TritonModel
 
@@ -102,6 +106,7 @@ def main() -> None:
     land = served_model(settings, settings.landcover_model, settings.landcover_model_version)
     fusion = served_model(settings, settings.crop_fusion_model, settings.crop_fusion_model_version)
     drift = DriftMetrics()
+    start_revision_series(m.name for m in (crops, fusion) if m is not None)
     app.metrics.topics(produced=(PREDICTIONS_TOPIC,))
     app.consume(
         Stage(

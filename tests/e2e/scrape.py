@@ -1,0 +1,23 @@
+"""Counters of a running service, read from its /metrics endpoint."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from revisit_cli.services import SERVICES, ServicesConfig
+
+
+def counter(services: ServicesConfig, service: str, family: str, label: str) -> dict[str, float]:
+    """The `_total` samples of counter `family` of `service`, by the value of `label`."""
+    port = services.metrics_base_port + list(SERVICES).index(service)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        families = text_string_to_metric_families(response.read().decode())
+        return {
+            s.labels[label]: s.value
+            for f in families
+            if f.name == family
+            for s in f.samples
+            if s.name.endswith("_total")
+        }
