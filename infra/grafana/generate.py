@@ -659,6 +659,29 @@ def models() -> dash.Dashboard:
         .span(8)
         .height(8)
     )
+
+    d = d.with_row(dash.Row("Late passes (crop types revised)"))
+    d = d.with_panel(
+        timeseries_panel(
+            "Predictions revised and revisions failed, by model",
+            "A pass that comes late changes the season of the later predictions: the latest "
+            "crop type of each parcel it observed is predicted again. Failed: the later "
+            "passes were no longer in the payload store (alert RevisitRevisionsFailed).",
+            [
+                promql(
+                    "A",
+                    "sum by (model) (increase(revisit_inference_revised_predictions_total[1h]))",
+                    "{{model}} revised (1 h)",
+                ),
+                promql(
+                    "B",
+                    "sum by (model) (increase(revisit_inference_revisions_failed_total[1h]))",
+                    "{{model}} failed (1 h)",
+                ),
+            ],
+            "short",
+        )
+    )
     return d
 
 
