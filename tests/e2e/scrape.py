@@ -6,13 +6,13 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from revisit_cli.services import SERVICES, ServicesConfig
+from revisit_cli.services import ServicesConfig, endpoints
 
 
 def counter(services: ServicesConfig, service: str, family: str, label: str) -> dict[str, float]:
     """The `_total` samples of counter `family` of `service`, by the value of `label`."""
-    port = services.metrics_base_port + list(SERVICES).index(service)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+    (url,) = [e.metrics_url for e in endpoints(services) if e.name == service]
+    with urllib.request.urlopen(url, timeout=10) as response:
         families = text_string_to_metric_families(response.read().decode())
         return {
             s.labels[label]: s.value

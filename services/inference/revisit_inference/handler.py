@@ -142,9 +142,9 @@ def handle_observations(
     for (i, model, out, _), predicted in zip(
         asked, answer_all([a[3] for a in asked], merge_bytes), strict=True
     ):
-        if out.revision and not out.predictions:
-            continue  # a revision that changed nothing (no parcel of both sensors)
         if out.revision:
+            if not out.predictions:
+                continue  # a revision that changed nothing (no parcel of both sensors)
             REVISED.labels(model.name).inc(len(out.predictions))
         if drift is not None and predicted is not None:  # revisions return None
             _observe_drift(drift, batches[i].aoi.name, model, predicted)
